@@ -1,5 +1,4 @@
 """Encoding: exact label positions on a tiny word-level tokenizer, truncation, rejection."""
-import numpy as np
 import pytest
 
 from leadsel.data.encode import collate, encode, segments

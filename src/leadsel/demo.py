@@ -16,7 +16,7 @@ from .config import RunConfig
 from .data.load import write_jsonl
 from .scoring.passes import embed_texts, ifd_from_losses
 from .session import Session
-from .train.trainer import Trainer
+from .train.trainer import Trainer, steps_for
 from .utils import atomic_write_json
 
 
@@ -24,7 +24,7 @@ def offline_scores(s: Session) -> dict[str, np.ndarray]:
     """U0 (base loss), the response-alone loss, IFD (loss ratio) and embeddings of the pool."""
     kept = [s.samples[i] for i in s.pool.index]
     u0, tokens = s.losses(s.pool, "loss", base=True, desc="base loss U0")
-    alone_pool = s._encode(kept, alone=True)
+    alone_pool = s.encode(kept, alone=True)
     if alone_pool.ids != s.pool.ids:
         raise RuntimeError("the response-alone encoding rejected samples the full encoding kept")
     alone, _ = s.losses(alone_pool, "loss-alone", base=True, desc="response-alone loss")
@@ -61,10 +61,7 @@ def run_random_subset(cfg: RunConfig) -> dict:
     with m.stage("train"):
         order = np.concatenate([rng.permutation(subset) for _ in range(cfg.train.epochs)])
         trainer = Trainer(s.model, s.pool, cfg.train, s.accelerator, s.pad_id, s.precision,
-                          total_steps=None if cfg.train.lr_scheduler in ("constant", "step")
-                          else math.ceil(len(order) / (cfg.train.per_device_batch_size
-                                                        * cfg.train.gradient_accumulation_steps
-                                                        * s.accelerator.num_processes)))
+                          total_steps=steps_for(len(order), cfg.train, s.accelerator.num_processes))
         result = trainer.train(order)
         m.update("train", samples=int(len(order)), distinct=int(k), optimizer_steps=len(result.steps),
                  mean_in_loop_loss=float(result.losses.mean()), delta_mean=result.delta,

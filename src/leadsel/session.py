@@ -91,7 +91,7 @@ class Session:
                              num_processes=self.accelerator.num_processes, trainable_parameters=trainable,
                              total_parameters=total)
 
-    def _encode(self, samples: list[Sample], alone: bool = False) -> EncodedPool:
+    def encode(self, samples: list[Sample], alone: bool = False) -> EncodedPool:
         e = self.cfg.encoding
         return encode(samples, self.tokenizer, e.max_length, e.supervise, e.truncation, alone=alone)
 
@@ -111,7 +111,7 @@ class Session:
         for p in dc.eval_paths:
             eval_paths[Path(p).name.split(".")[0]] = Path(p)
         self.samples, report = load_pool(paths, fmt=dc.format, on_error=dc.on_error, split=dc.split)
-        self.pool = self._encode(self.samples)
+        self.pool = self.encode(self.samples)
         self.manifest.update("data", load=report.to_dict(), encoding=self.pool.report(),
                              supervise=self.cfg.encoding.supervise, n_pool=len(self.pool))
         pool_ids = set(self.pool.ids)
@@ -128,7 +128,7 @@ class Session:
                 raise ValueError(f"eval set {path} has {same} samples whose content is also in the pool; "
                                  f"held-out sets must not overlap it")
             samples = samples[:cap] if cap else samples
-            enc = self._encode(samples)
+            enc = self.encode(samples)
             self.evals.append(EvalSet(name, samples, enc))
             self.manifest.update("data", **{f"eval_{name}": {"n": len(enc), "rejected": enc.rejected,
                                                              "skipped": rep.skipped}})

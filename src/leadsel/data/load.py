@@ -13,14 +13,13 @@ from __future__ import annotations
 
 import gzip
 import json
-import os
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence, Union
 
 from leadsel.data.formats import FORMATS, detect_format, to_messages
 from leadsel.data.records import DataError, Sample, content_hash
+from leadsel.utils import atomic_open
 
 ON_ERROR = ("raise", "skip")
 MAX_EXAMPLES = 20
@@ -76,25 +75,13 @@ def load_pool(paths: PathLike | Sequence[PathLike], *, fmt: str = "auto",
 
 def write_jsonl(samples: Iterable[Sample], path: PathLike) -> None:
     """Write each sample's ``raw`` record as one JSON line, atomically (gzip if ``.gz``)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as raw_out:
-            out = gzip.GzipFile(fileobj=raw_out, mode="wb") if path.suffix == ".gz" else raw_out
-            for s in samples:
-                record = s.raw or {"id": s.id, "source": s.source, "messages": s.messages}
-                line = json.dumps(record, ensure_ascii=False, default=str) + "\n"
-                out.write(line.encode("utf-8"))
-            if out is not raw_out:
-                out.close()
-            raw_out.flush()
-            os.fsync(raw_out.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_open(path) as raw_out:
+        out = gzip.GzipFile(fileobj=raw_out, mode="wb") if str(path).endswith(".gz") else raw_out
+        for s in samples:
+            record = s.raw or {"id": s.id, "source": s.source, "messages": s.messages}
+            out.write((json.dumps(record, ensure_ascii=False, default=str) + "\n").encode("utf-8"))
+        if out is not raw_out:
+            out.close()
 
 
 # --- per-file loading ---------------------------------------------------------------------

@@ -158,7 +158,6 @@ def model_fingerprint(model, name: str, hash_weights: bool = False) -> str:
     fresh adapter computes the base function). ``hash_weights`` hashes every parameter (for a
     model fully fine-tuned in memory).
     """
-    import numpy as np
 
     from ..utils import fingerprint
 

@@ -8,7 +8,6 @@ processes under ``accelerate launch`` and gathered.
 """
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import numpy as np

@@ -62,6 +62,11 @@ def autocast(device_type: str, precision: str):
     return nullcontext()
 
 
+def steps_for(n_samples: int, cfg, num_processes: int = 1) -> int:
+    """Optimizer steps that training ``n_samples`` samples takes."""
+    return math.ceil(n_samples / (cfg.per_device_batch_size * cfg.gradient_accumulation_steps * num_processes))
+
+
 def lr_lambda(cfg, total_steps: int | None):
     """Multiplier of the peak learning rate at optimizer step s (HF-style linear warm-up)."""
     kind, warm = cfg.lr_scheduler, cfg.warmup_steps
@@ -106,10 +111,6 @@ class Trainer:
     @property
     def model(self) -> torch.nn.Module:
         return self.acc.unwrap_model(self.module).model
-
-    def steps_for(self, n_samples: int) -> int:
-        per_step = self.cfg.per_device_batch_size * self.cfg.gradient_accumulation_steps * self.acc.num_processes
-        return math.ceil(n_samples / per_step)
 
     def _dot(self) -> float:
         return float(sum((p.grad.double() * p.detach().double()).sum() for p in self.params if p.grad is not None))

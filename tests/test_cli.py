@@ -1,0 +1,99 @@
+"""The CLI end to end on a tiny local checkpoint: a run's artifacts, clean errors, the skip policy."""
+import json
+import subprocess
+import sys
+
+import pytest
+
+from conftest import save_tiny_checkpoint
+
+WORDS = "a b c d e f g h one two three four five six seven hi hello there".split()
+
+
+def write_pool(path, n, seed, bad_line: str | None = None):
+    import random
+
+    r = random.Random(seed)
+    lines = []
+    for i in range(n):
+        u = " ".join(r.choice(WORDS) for _ in range(r.randint(1, 8)))
+        a = " ".join(r.choice(WORDS) for _ in range(r.randint(1, 5)))
+        lines.append(json.dumps({"instruction": u, "input": "", "output": a, "id": f"{path.stem}-{i}"}))
+    if bad_line is not None:
+        lines.insert(2, bad_line)
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def leadsel(*args, cwd=None, env_cache=None):
+    import os
+
+    env = dict(os.environ, LEADSEL_CACHE=str(env_cache) if env_cache else os.environ.get("LEADSEL_CACHE", ""))
+    return subprocess.run([sys.executable, "-m", "leadsel", *map(str, args)], capture_output=True, text=True,
+                          cwd=cwd, env=env, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory):
+    return save_tiny_checkpoint(tmp_path_factory.mktemp("tiny") / "model")
+
+
+def test_help_lists_commands():
+    out = leadsel("--help")
+    assert out.returncode == 0
+    for cmd in ("demo", "run", "score", "validate", "build-pool", "config"):
+        assert cmd in out.stdout
+
+
+def test_run_writes_the_artifacts(tmp_path, ckpt):
+    pool = write_pool(tmp_path / "pool.jsonl", 30, 0)
+    held = write_pool(tmp_path / "held.jsonl", 8, 1)
+    run = tmp_path / "run"
+    args = [f"data.paths=[{pool}]", f"data.eval_paths=[{held}]", f"model.name={ckpt}", f"output_dir={run}",
+            "encoding.template=chatml", "model.lora.r=4", "train.per_device_batch_size=2",
+            "train.gradient_accumulation_steps=2", "subset_fraction=0.3", "progress=false"]
+    out = leadsel("demo", *args, env_cache=tmp_path / "cache")
+    assert out.returncode == 0, out.stderr
+    manifest = json.loads((run / "run.json").read_text())
+    assert manifest["status"] == "complete" and manifest["method"] == "random"
+    assert set(manifest["stages"]) == {"model", "data", "score", "eval_before", "train", "eval_after", "save"}
+    assert all(s["status"] == "done" for s in manifest["stages"].values())
+    assert manifest["data"]["load"]["formats"] == {str(pool): "alpaca"}
+    assert manifest["passes"]["forward"]["loss"] == 30 and manifest["passes"]["backward"]["train"] == 9
+    assert manifest["config"]["model"]["lora"]["r"] == 4 and "torch" in manifest["versions"]
+    assert manifest["model"]["precision"] in ("bf16", "fp32")
+    selected = [json.loads(x) for x in (run / "selected.jsonl").read_text().splitlines()]
+    assert len(selected) == 9 and set(selected[0]) == {"instruction", "input", "output", "id"}
+    ev = json.loads((run / "eval.json").read_text())
+    assert set(ev["base"]) == {"held", "mean"} and ev["trained"]["held"]["n"] == 8
+    import pyarrow.parquet as pq
+
+    scores = pq.read_table(run / "scores.parquet").to_pydict()
+    assert len(scores["id"]) == 30 and sum(scores["times_used"]) == 9
+    from peft import AutoPeftModelForCausalLM
+
+    assert AutoPeftModelForCausalLM.from_pretrained(run / "model") is not None
+    # a second run reuses the cached offline scores: no forward pass over the pool
+    out = leadsel("demo", *args[:-1], f"output_dir={tmp_path / 'run2'}", "progress=false", env_cache=tmp_path / "cache")
+    assert out.returncode == 0, out.stderr
+    again = json.loads((tmp_path / "run2" / "run.json").read_text())
+    assert "loss" not in again["passes"]["forward"] and "loss-alone" not in again["passes"]["forward"]
+
+
+def test_bad_line_is_a_clear_error_or_a_counted_skip(tmp_path, ckpt):
+    pool = write_pool(tmp_path / "pool.jsonl", 6, 0, bad_line='{"instruction": "hi", "input": ""}')
+    base = [f"data.paths=[{pool}]", f"model.name={ckpt}", "encoding.template=chatml"]
+    out = leadsel("validate", *base)
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert "pool.jsonl:3" in out.stderr and "output" in out.stderr
+    out = leadsel("validate", *base, "data.on_error=skip")
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout)
+    assert report["load"]["skipped"] == {"missing_field": 1} and report["load"]["n_loaded"] == 6
+
+
+def test_config_errors_exit_cleanly(tmp_path):
+    out = leadsel("run", tmp_path / "nope.yaml")
+    assert out.returncode == 2 and "config file not found" in out.stderr and "Traceback" not in out.stderr
+    out = leadsel("demo", "train.lr=1")
+    assert out.returncode == 2 and "unknown config key 'train.lr'" in out.stderr
