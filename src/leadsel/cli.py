@@ -64,33 +64,29 @@ def cmd_score(args) -> int:
 def cmd_validate(args) -> int:
     from .data.encode import encode
     from .data.load import load_pool
-    from .model.load import load_tokenizer, resolve_model
+    from .session import build_bundled
 
     cfg = _config(args)
-    paths = cfg.data.paths
-    if not paths:
-        paths = [str(_bundled(cfg).pool)]
+    tok = _tokenizer(cfg)
+    paths = cfg.data.paths or [str(build_bundled(cfg, tok).pool)]
     samples, report = load_pool(paths, fmt=cfg.data.format, on_error=cfg.data.on_error, split=cfg.data.split)
-    tok = load_tokenizer(resolve_model(cfg.model.name, cfg.model.cache_dir or cfg.cache_dir), cfg.encoding.template)
     e = cfg.encoding
     enc = encode(samples, tok, e.max_length, e.supervise, e.truncation)
     print(json.dumps({"load": report.to_dict(), "encoding": enc.report()}, indent=2))
     return 0
 
 
-def _bundled(cfg):
-    from .data.bundled import build_bundled_pool
+def _tokenizer(cfg):
     from .model.load import load_tokenizer, resolve_model
-    from .utils import cache_root
 
-    tok = load_tokenizer(resolve_model(cfg.model.name, cfg.model.cache_dir or cfg.cache_dir), cfg.encoding.template)
-    count = (lambda text: len(tok(text, add_special_tokens=False)["input_ids"]))
-    return build_bundled_pool(cfg.data.bundled, count, cache_root(cfg.cache_dir), tokenizer_name=cfg.model.name,
-                              progress=cfg.progress)
+    return load_tokenizer(resolve_model(cfg.model.name, cfg.model.cache_dir or cfg.cache_dir), cfg.encoding.template)
 
 
 def cmd_build_pool(args) -> int:
-    built = _bundled(_config(args))
+    from .session import build_bundled
+
+    cfg = _config(args)
+    built = build_bundled(cfg, _tokenizer(cfg))
     print(json.dumps({"pool": str(built.pool), "evals": {k: str(v) for k, v in built.evals.items()},
                       "vals": {k: str(v) for k, v in built.vals.items()}}, indent=2))
     return 0

@@ -24,6 +24,15 @@ from .utils import cache_root
 log = logging.getLogger(__name__)
 
 
+def build_bundled(cfg: RunConfig, tokenizer):
+    """The bundled pool of ``cfg.data.bundled``, its length limit counted in the model's tokens."""
+    from .data.bundled import build_bundled_pool
+
+    count = (lambda text: len(tokenizer(text, add_special_tokens=False)["input_ids"]))
+    return build_bundled_pool(cfg.data.bundled, count, cache_root(cfg.cache_dir), tokenizer_name=cfg.model.name,
+                              progress=cfg.progress)
+
+
 def _key(s: Sample) -> str:
     from .data.bundled import content_key
 
@@ -101,11 +110,7 @@ class Session:
         if dc.paths:
             paths = dc.paths
         else:
-            from .data.bundled import build_bundled_pool
-
-            count = (lambda text: len(self.tokenizer(text, add_special_tokens=False)["input_ids"]))
-            built = build_bundled_pool(dc.bundled, count, cache_root(self.cfg.cache_dir),
-                                       tokenizer_name=self.cfg.model.name, progress=self.cfg.progress)
+            built = build_bundled(self.cfg, self.tokenizer)
             paths, eval_paths = [str(built.pool)], dict(built.evals)
             self.manifest.update("data", bundled=built.stats)
         for p in dc.eval_paths:
