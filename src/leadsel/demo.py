@@ -17,7 +17,7 @@ from .data.load import write_jsonl
 from .scoring.passes import embed_texts, ifd_from_losses
 from .session import Session
 from .train.trainer import Trainer, steps_for
-from .utils import atomic_write_json
+from .utils import atomic_open, atomic_write_json
 
 
 def offline_scores(s: Session) -> dict[str, np.ndarray]:
@@ -42,9 +42,8 @@ def write_scores(s: Session, scores: dict[str, np.ndarray], times_used: np.ndarr
 
     table = pa.table({"id": s.pool.ids, "source": s.pool.sources, "u0": scores["u0"], "ifd": scores["ifd"],
                       "loss_alone": scores["loss_alone"], "tokens": scores["tokens"], "times_used": times_used})
-    tmp = s.run_dir / ".scores.parquet.tmp"
-    pq.write_table(table, tmp)
-    tmp.replace(s.run_dir / "scores.parquet")
+    with atomic_open(s.run_dir / "scores.parquet") as f:
+        pq.write_table(table, f)
 
 
 def run_random_subset(cfg: RunConfig) -> dict:
