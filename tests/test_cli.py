@@ -51,15 +51,19 @@ def test_run_writes_the_artifacts(tmp_path, ckpt):
     run = tmp_path / "run"
     args = [f"data.paths=[{pool}]", f"data.eval_paths=[{held}]", f"model.name={ckpt}", f"output_dir={run}",
             "encoding.template=chatml", "model.lora.r=4", "train.per_device_batch_size=2",
-            "train.gradient_accumulation_steps=2", "subset_fraction=0.3", "progress=false"]
-    out = leadsel("demo", *args, env_cache=tmp_path / "cache")
+            "train.gradient_accumulation_steps=2", "budget=0.3", "progress=false"]
+    out = leadsel("demo", *args, env_cache=tmp_path / "cache")  # the demo's LEAD settings, on this pool
     assert out.returncode == 0, out.stderr
+    assert "arms pulled" in out.stdout and "held-out set" in out.stdout
     manifest = json.loads((run / "run.json").read_text())
-    assert manifest["status"] == "complete" and manifest["method"] == "random"
-    assert set(manifest["stages"]) == {"model", "data", "score", "eval_before", "train", "eval_after", "save"}
+    assert manifest["status"] == "complete" and manifest["method"] == "lead"
+    assert set(manifest["stages"]) == {"model", "data", "offline", "eval_before", "train", "eval_after", "save"}
     assert all(s["status"] == "done" for s in manifest["stages"].values())
     assert manifest["data"]["load"]["formats"] == {str(pool): "alpaca"}
-    assert manifest["passes"]["forward"]["loss"] == 30 and manifest["passes"]["backward"]["train"] == 9
+    rows = [json.loads(x) for x in (run / "rounds.jsonl").read_text().splitlines()]
+    trained = sum(r["n_selected"] for r in rows)
+    assert manifest["passes"]["forward"]["loss"] == 30 and manifest["passes"]["backward"]["train"] == trained
+    assert manifest["passes"]["backward"]["warmup"] == 3  # warmup.size 0.1 of 30
     assert manifest["config"]["model"]["lora"]["r"] == 4 and "torch" in manifest["versions"]
     assert manifest["model"]["precision"] in ("bf16", "fp32")
     selected = [json.loads(x) for x in (run / "selected.jsonl").read_text().splitlines()]
@@ -69,7 +73,7 @@ def test_run_writes_the_artifacts(tmp_path, ckpt):
     import pyarrow.parquet as pq
 
     scores = pq.read_table(run / "scores.parquet").to_pydict()
-    assert len(scores["id"]) == 30 and sum(scores["times_used"]) == 9
+    assert len(scores["id"]) == 30 and sum(scores["times_used"]) == trained
     from peft import AutoPeftModelForCausalLM
 
     assert AutoPeftModelForCausalLM.from_pretrained(run / "model") is not None
@@ -77,7 +81,8 @@ def test_run_writes_the_artifacts(tmp_path, ckpt):
     out = leadsel("demo", *args[:-1], f"output_dir={tmp_path / 'run2'}", "progress=false", env_cache=tmp_path / "cache")
     assert out.returncode == 0, out.stderr
     again = json.loads((tmp_path / "run2" / "run.json").read_text())
-    assert "loss" not in again["passes"]["forward"] and "loss-alone" not in again["passes"]["forward"]
+    assert not set(again["passes"]["forward"]) & {"loss", "warm-loss", "warm-loss-alone"}
+    assert "warmup" not in again["passes"]["backward"]
 
 
 def test_bad_line_is_a_clear_error_or_a_counted_skip(tmp_path, ckpt):

@@ -102,9 +102,9 @@ def test_killed_pass_resumes_from_partial_shards(tmp_path):
 
 
 def _fp(pool):
-    from leadsel.utils import fingerprint
+    from leadsel.scoring.passes import pass_fingerprint
 
-    return fingerprint("m", pool.fingerprint(), "loss")
+    return pass_fingerprint("m", pool, "loss", "fp32")
 
 
 def test_ifd_kinds():

@@ -1,9 +1,10 @@
 """``leadsel``: one command line over the Python API.
 
-    leadsel demo [key=value ...]              build the bundled pool, score it, train on a random
-                                              10% subset, report held-out loss before and after
-    leadsel run CONFIG [key=value ...]        the same job from a YAML config
-    leadsel score CONFIG [key=value ...]      only the offline scoring passes (cached)
+    leadsel demo [key=value ...]              LEAD on the bundled model and pool (the settings of
+                                              configs/demo.yaml): held-out loss before and after
+    leadsel run CONFIG [key=value ...] [--resume]   a run of any method from a YAML config; an
+                                              interrupted run continues when started again
+    leadsel score CONFIG [key=value ...]      only the offline scores the method needs (cached)
     leadsel validate [CONFIG] [key=value ...] load and encode a pool; report formats, skips, rejects
     leadsel build-pool [CONFIG] [key=value ...]  build the bundled pool and print where it is
     leadsel config [CONFIG] [key=value ...] [--all]  print the resolved config (--all: commented)
@@ -28,36 +29,54 @@ def _config(args):
     return load_config(getattr(args, "config", None), args.overrides)
 
 
+def demo_config_path() -> str:
+    from pathlib import Path
+
+    return str(Path(__file__).parent / "configs" / "demo.yaml")
+
+
 def cmd_run(args) -> int:
-    from .demo import run_random_subset
+    from .runner import run
 
     cfg = _config(args)
-    out = run_random_subset(cfg)
-    b, a = out["before"], out["after"]
-    print(f"\nrun directory: {out['run_dir']}  (precision {out['precision']})")
-    print(f"pool {out['n_pool']} samples; trained on {out['n_trained']} (random subset)")
-    print(f"{'held-out set':<14}{'base loss':>11}{'trained':>10}{'change':>9}")
-    for name in b:
-        x, y = b[name]["loss_per_sample"], a[name]["loss_per_sample"]
-        print(f"{name:<14}{x:>11.4f}{y:>10.4f}{y - x:>+9.4f}")
-    print("seconds per stage: " + ", ".join(f"{k} {v:.1f}" for k, v in out["stages"].items() if v is not None))
+    out = run(cfg, resume=True if args.resume else None)
+    print_summary(out)
     return 0
 
 
+def print_summary(out: dict) -> None:
+    done = " (already complete; nothing to do)" if out["already_complete"] else ""
+    print(f"\nrun directory: {out['run_dir']}{done}  method {out['method']}, precision {out['precision']}")
+    print(f"pool {out['n_pool']} samples; budget {out['budget']}; {out['rounds']} rounds trained "
+          f"{out['samples_trained']} samples ({out['distinct_trained']} distinct)")
+    if out["arms"]:
+        print("arms pulled (cluster: rounds): " + ", ".join(f"{k}: {v}" for k, v in out["arms"].items()))
+    b, a = out["before"], out["after"]
+    if b and a:
+        print(f"{'held-out set':<14}{'base loss':>11}{'trained':>10}{'change':>9}")
+        for name in b:
+            x, y = b[name]["loss_per_sample"], a[name]["loss_per_sample"]
+            print(f"{name:<14}{x:>11.4f}{y:>10.4f}{y - x:>+9.4f}")
+    print("seconds per stage: " + ", ".join(f"{k} {v:.1f}" for k, v in out["stages"].items() if v is not None))
+
+
 def cmd_score(args) -> int:
-    from .demo import offline_scores, write_scores
+    import numpy as np
+
+    from .runner import write_scores
+    from .scoring.offline import offline_scores
+    from .select import needs
     from .session import Session
 
     cfg = _config(args)
     s = Session.open(cfg, method="score")
-    with s.manifest.stage("score"):
-        scores = offline_scores(s)
-        import numpy as np
-
-        write_scores(s, scores, np.zeros(len(s.pool), dtype=np.int32))
-    s.manifest.set("passes", {"forward": dict(s.counter.forward)})
+    with s.manifest.stage("offline"):
+        scores = offline_scores(s, needs(cfg) | {"u0"}, cfg.lead.ifd_kind)
+        n = len(s.pool)
+        write_scores(s, scores, {"times_used": np.zeros(n, dtype=np.int32),
+                                 "first_round": np.full(n, -1, dtype=np.int32)})
     s.manifest.complete()
-    print(f"scored {len(s.pool)} samples -> {s.run_dir / 'scores.parquet'}")
+    print(f"scored {len(s.pool)} samples ({', '.join(sorted(scores))}) -> {s.run_dir / 'scores.parquet'}")
     return 0
 
 
@@ -124,8 +143,14 @@ def build_parser() -> argparse.ArgumentParser:
         sp.set_defaults(fn=fn)
         return sp
 
-    add("demo", cmd_run, "run the demo job on the bundled model and pool (a few minutes on 2 cores)", None)
-    add("run", cmd_run, "run a job from a config: pool -> offline scores -> train -> held-out loss", "required")
+    sp = add("demo", cmd_run, "LEAD on the bundled model and pool (configs/demo.yaml; under 10 minutes on 2 cores)",
+             None)
+    sp.add_argument("--resume", action="store_true", help="continue the interrupted run in output_dir")
+    sp = add("run", cmd_run, "a run from a config: offline scores -> selection rounds -> artifacts, "
+             "held-out loss", "required")
+    sp.add_argument("--resume", action="store_true",
+                    help="continue the interrupted run in output_dir (an error if there is none); starting "
+                         "a run again into its directory also continues it")
     add("score", cmd_score, "compute (or reuse from the cache) the offline scores of a pool", "required")
     add("validate", cmd_validate, "load and encode a pool; report formats, skipped and rejected samples",
         "optional")
@@ -148,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
         args.overrides.insert(0, args.config)
         args.config = None
     if args.command == "demo":
-        args.config = None
+        args.config = demo_config_path()
     from .config import ConfigError
     from .data.encode import TemplateError
     from .data.records import DataError

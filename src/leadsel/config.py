@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -128,6 +129,74 @@ class ScoringConfig:
 
 
 @dataclass
+class BanditConfig:
+    name: str = "exp3"
+    """Bandit over clusters: exp3 (the paper's released code) | exp3s | ucb1 | ucb_beta | thompson |
+    uniform."""
+    gamma: float = 0.1
+    """exp3/exp3s exploration rate."""
+    alpha: float = 0.01
+    """exp3s share term."""
+    c: float = 2.0
+    """ucb1 exploration constant: mean + sqrt(c ln n / n_i)."""
+    beta: float = 1.0
+    """ucb_beta: mean + beta * std of the arm's rewards."""
+    prior_mean: float = 0.0
+    """thompson: Gaussian prior mean of an arm's reward."""
+    prior_var: float = 1.0
+    """thompson: Gaussian prior variance."""
+    noise_var: float = 0.25
+    """thompson: assumed reward noise variance."""
+
+
+@dataclass
+class LeadConfig:
+    clusters: int = 7
+    """K, the number of k-means clusters (bandit arms). Samples with an invalid IFD or IFD > 1 form
+    one extra cluster of their own when there are any."""
+    cluster_features: str = "ifd"
+    """What k-means clusters: ifd (1-D warm-up IFD, the paper) | embedding (sentence embeddings) |
+    both (embeddings plus the standardised IFD)."""
+    cluster_seed: int = 42
+    """k-means seed (42 in the paper)."""
+    ifd_kind: str = "loss_ratio"
+    """loss_ratio: L(y|x)/L(y) (Cherry-LLM, the paper) | ppl_ratio: exp(L(y|x) - L(y))."""
+    rate: float = 0.015
+    """Per round, the share of each (cluster, task) stratum selected: ceil(rate * n)."""
+    sampling: str = "topk"
+    """topk: highest IDU first, ties by sample id (the paper) | softmax: sample without replacement
+    with probability proportional to exp(IDU / temperature)."""
+    temperature: float = 1.0
+    """Softmax temperature (sampling: softmax)."""
+    max_uses: int = 4
+    """A sample is eligible while it has been trained fewer than this many times."""
+    smoothing: float = 0.1
+    """b: IDU_t = (1 - b) * (L_t - eta * D) + b * IDU_(t-1). 0 reproduces the released code."""
+    beta_reference: str = "first"
+    """Which earlier visit of the chosen cluster the gradient mix uses: first (the paper) | latest."""
+    idu: bool = True
+    """false: the no-IDU ablation (utility = the raw in-loop loss; b = 0, D = 0)."""
+    stratify: bool = True
+    """Stratify each cluster by task (the sample's source). false: the no-task ablation."""
+    bandit: BanditConfig = field(default_factory=BanditConfig)
+    """The bandit over clusters."""
+
+
+@dataclass
+class WarmupConfig:
+    size: float = 0.01
+    """Warm-up subset: a fraction of the pool (<= 1) or a count (> 1). The paper: 6,000 of ~600k."""
+    seed: int = 0
+    """Seed of the warm-up subset and adapter. Separate from the run seed so that every seed and
+    method of a comparison shares one cached warm-up."""
+    lora: LoraSettings = field(default_factory=LoraSettings)
+    """The warm-up adapter (the paper: r 32, alpha 16, dropout 0.1). Trained, used to score the pool,
+    then removed: online training starts from the base model."""
+    train: TrainConfig = field(default_factory=TrainConfig)
+    """Warm-up training (the paper: lr 2e-5, 4 epochs, effective batch 8)."""
+
+
+@dataclass
 class RunConfig:
     output_dir: str = "runs/demo"
     """The run directory (run.json, artifacts)."""
@@ -135,8 +204,16 @@ class RunConfig:
     """Seed of every random choice of the run."""
     cache_dir: Optional[str] = None
     """Score and pool cache. None: $LEADSEL_CACHE or ~/.cache/leadsel."""
-    subset_fraction: float = 0.1
-    """Demo/random selection: fraction of the pool trained on."""
+    method: str = "lead"
+    """lead | random | full | ifd (top budget by warm-up IFD) | loss (top budget by base loss U0) |
+    the LEAD ablations lead-no-idu, lead-no-bandit (uniform arm), lead-no-task (no stratification)."""
+    budget: float = 0.1
+    """Distinct samples trained: a fraction of the pool (<= 1) or a count (> 1). LEAD stops when it is
+    reached; static methods train exactly this many."""
+    rounds: int = 20
+    """LEAD: at most this many rounds (one bandit pull and one training pass each)."""
+    evaluate: bool = True
+    """Held-out loss of the base and the trained model at the start and end of a run."""
     eval_max_samples: int = 50
     """Cap on samples per held-out eval split (0: no cap)."""
     progress: bool = True
@@ -146,7 +223,11 @@ class RunConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     scoring: ScoringConfig = field(default_factory=ScoringConfig)
+    warmup: WarmupConfig = field(default_factory=WarmupConfig)
+    lead: LeadConfig = field(default_factory=LeadConfig)
 
+
+METHODS = ("lead", "random", "full", "ifd", "loss", "lead-no-idu", "lead-no-bandit", "lead-no-task")
 
 CHOICES = {
     "data.format": ("auto", "messages", "alpaca", "sharegpt", "prompt_completion"),
@@ -157,7 +238,46 @@ CHOICES = {
     "model.precision": ("auto", "bf16", "fp32"),
     "train.lr_scheduler": ("constant", "linear", "cosine", "step"),
     "scoring.embed_text": ("prompt", "response", "both"),
+    "method": METHODS,
+    "lead.cluster_features": ("ifd", "embedding", "both"),
+    "lead.ifd_kind": ("loss_ratio", "ppl_ratio"),
+    "lead.sampling": ("topk", "softmax"),
+    "lead.beta_reference": ("first", "latest"),
+    "lead.bandit.name": ("exp3", "exp3s", "ucb1", "ucb_beta", "thompson", "uniform"),
+    "warmup.train.lr_scheduler": ("constant", "linear", "cosine", "step"),
 }
+
+# (dotted key, test, what it must be)
+RANGES = [
+    ("budget", lambda v: v > 0, "> 0 (a fraction <= 1 or a count > 1)"),
+    ("rounds", lambda v: v >= 1, ">= 1"),
+    ("warmup.size", lambda v: v > 0, "> 0 (a fraction <= 1 or a count > 1)"),
+    ("lead.clusters", lambda v: v >= 1, ">= 1"),
+    ("lead.rate", lambda v: 0 < v <= 1, "in (0, 1]"),
+    ("lead.temperature", lambda v: v > 0, "> 0"),
+    ("lead.max_uses", lambda v: v >= 1, ">= 1"),
+    ("lead.smoothing", lambda v: 0 <= v < 1, "in [0, 1)"),
+    ("lead.bandit.gamma", lambda v: 0 < v <= 1, "in (0, 1]"),
+    ("train.learning_rate", lambda v: v >= 0, ">= 0"),
+    ("train.per_device_batch_size", lambda v: v >= 1, ">= 1"),
+    ("train.gradient_accumulation_steps", lambda v: v >= 1, ">= 1"),
+    ("train.epochs", lambda v: v >= 1, ">= 1"),
+]
+
+
+def count_of(value: float, n: int) -> int:
+    """A size given as a fraction of ``n`` (<= 1) or a count (> 1), as a count in [1, n]."""
+    k = math.ceil(value * n) if value <= 1 else int(value)
+    return max(1, min(n, k))
+
+
+def check_ranges(cfg: Any) -> None:
+    for key, ok, what in RANGES:
+        v = cfg
+        for part in key.split("."):
+            v = getattr(v, part)
+        if not ok(v):
+            raise ConfigError(f"{key}: {v!r} must be {what}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -264,7 +384,10 @@ def load_config(path: str | Path | None = None, overrides: list[str] = (), cls: 
                 raise ConfigError(f"override '{'.'.join(keys)}': '{k}' is not a section")
             node = node.setdefault(k, {})
         node[keys[-1]] = value
-    return _build(cls, values)
+    cfg = _build(cls, values)
+    if cls is RunConfig:
+        check_ranges(cfg)
+    return cfg
 
 
 def to_dict(cfg: Any) -> dict:

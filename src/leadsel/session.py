@@ -64,15 +64,17 @@ class Session:
     counter: PassCounter = field(default_factory=PassCounter)
 
     @classmethod
-    def open(cls, cfg: RunConfig, method: str) -> "Session":
+    def open(cls, cfg: RunConfig, method: str, resume: bool = False) -> "Session":
+        """``resume``: keep the run directory's manifest (stage times and pass counts accumulate)."""
         from accelerate import Accelerator
         from accelerate.utils import set_seed
 
         run_dir = Path(cfg.output_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
         set_seed(cfg.seed)
-        s = cls(cfg=cfg, run_dir=run_dir, manifest=RunManifest(run_dir, to_dict(cfg), cfg.seed, method),
-                accelerator=Accelerator())
+        manifest = RunManifest(run_dir, to_dict(cfg), cfg.seed, method, resume=resume)
+        s = cls(cfg=cfg, run_dir=run_dir, manifest=manifest, accelerator=Accelerator(),
+                counter=PassCounter(manifest.data.get("passes")))
         s.cache = ScoreCache(cache_root(cfg.cache_dir), enabled=cfg.scoring.cache)
         with s.manifest.stage("model"):
             s._load_model()
@@ -146,10 +148,15 @@ class Session:
 
         off = self.model.disable_adapter() if base and hasattr(self.model, "disable_adapter") else nullcontext()
         with off:
-            return loss_pass(self.model, pool, accelerator=self.accelerator, pad_id=self.pad_id,
-                             precision=self.precision, scoring=self.cfg.scoring,
-                             cache=self.cache if base else None, model_fp=self.base_fp if base else None,
-                             kind=kind, desc=desc, progress=self.cfg.progress, counter=self.counter)
+            return self.score_with(self.model, pool, kind, self.base_fp if base else None, desc)
+
+    def score_with(self, model, pool: EncodedPool, kind: str, model_fp: str | None, desc: str):
+        """Per-sample losses of ``pool`` under ``model``; cached when ``model_fp`` identifies it."""
+        out = loss_pass(model, pool, accelerator=self.accelerator, pad_id=self.pad_id, precision=self.precision,
+                        scoring=self.cfg.scoring, cache=self.cache if model_fp else None, model_fp=model_fp,
+                        kind=kind, desc=desc, progress=self.cfg.progress, counter=self.counter)
+        self.manifest.set("passes", self.counter.to_dict())
+        return out
 
     def evaluate(self, base: bool, label: str) -> dict:
         """Held-out loss (mean per sample and per token) on every eval set."""

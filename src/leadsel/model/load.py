@@ -118,13 +118,11 @@ def load_model(path: str, finetuning: str = "lora", lora=None):
 
 
 def add_lora(model, lora):
-    from peft import LoraConfig, get_peft_model
+    from peft import get_peft_model
 
-    targets = lora.target_modules
-    target = "all-linear" if targets == ["all-linear"] else targets
-    cfg = LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
-                     target_modules=target, task_type="CAUSAL_LM")
-    return get_peft_model(model, cfg)
+    from .adapters import lora_config
+
+    return get_peft_model(model, lora_config(lora))
 
 
 def cpu_supports_bf16() -> bool:

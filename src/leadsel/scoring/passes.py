@@ -37,13 +37,26 @@ def length_batches(lengths: np.ndarray, batch_tokens: int, max_batch_size: int) 
 
 
 class PassCounter:
-    """Counts forward sample-passes per stage (for run manifests and the online-stage check)."""
+    """Sample-passes per stage: forward-only (scoring) and forward+backward (training)."""
 
-    def __init__(self):
-        self.forward: dict[str, int] = {}
+    def __init__(self, start: dict | None = None):
+        start = start or {}
+        self.forward: dict[str, int] = dict(start.get("forward", {}))
+        self.backward: dict[str, int] = dict(start.get("backward", {}))
 
     def add(self, stage: str, n: int) -> None:
         self.forward[stage] = self.forward.get(stage, 0) + n
+
+    def add_backward(self, stage: str, n: int) -> None:
+        self.backward[stage] = self.backward.get(stage, 0) + n
+
+    def to_dict(self) -> dict:
+        return {"forward": dict(self.forward), "backward": dict(self.backward)}
+
+
+def pass_fingerprint(model_fp: str, pool: EncodedPool, kind: str, precision: str) -> str:
+    """Cache key of a loss pass: the model, the encoded pool, what is scored, and the precision."""
+    return fingerprint(model_fp, pool.fingerprint(), kind, precision)
 
 
 def loss_pass(model, pool: EncodedPool, *, accelerator, pad_id: int, precision: str, scoring,
@@ -51,7 +64,7 @@ def loss_pass(model, pool: EncodedPool, *, accelerator, pad_id: int, precision: 
               desc: str = "scoring loss", progress: bool = True, counter: PassCounter | None = None
               ) -> tuple[np.ndarray, np.ndarray]:
     """(mean response-token loss float32[n], supervised tokens int64[n]) of every sample."""
-    fp = fingerprint(model_fp, pool.fingerprint(), kind) if model_fp else None
+    fp = pass_fingerprint(model_fp, pool, kind, precision) if model_fp else None
     if cache is not None and fp:
         hit = cache.load(kind, fp, pool.ids)
         if hit is not None:

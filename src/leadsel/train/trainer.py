@@ -43,6 +43,7 @@ class TrainResult:
     losses: np.ndarray                  # float32, each sample's in-loop loss (aligned with indices)
     steps: list[StepStat] = field(default_factory=list)
     grad_sum: np.ndarray | None = None  # float32, sum over steps of the flattened trainable gradient
+    sample_lrs: np.ndarray | None = None  # learning rate of the step each sample was trained in
 
     @property
     def delta(self) -> float:
@@ -88,8 +89,12 @@ def lr_lambda(cfg, total_steps: int | None):
 
 class Trainer:
     def __init__(self, model: torch.nn.Module, pool: EncodedPool, cfg, accelerator, pad_id: int,
-                 precision: str = "fp32", total_steps: int | None = None, optimizer: str = "adamw"):
+                 precision: str = "fp32", total_steps: int | None = None, optimizer: str = "adamw",
+                 track: bool = True, on_step=None):
+        """``track=False`` skips the statistics (delta, grad_sum); ``on_step(global_step)`` is called
+        after every optimizer step."""
         self.cfg, self.pool, self.acc, self.pad_id, self.precision = cfg, pool, accelerator, pad_id, precision
+        self.track, self.on_step = track, on_step
         params = [p for p in model.parameters() if p.requires_grad]
         if not params:
             raise ValueError("the model has no trainable parameter")
@@ -120,7 +125,8 @@ class Trainer:
         order = np.asarray(indices, dtype=np.int64)
         world, rank, bs = acc.num_processes, acc.process_index, cfg.per_device_batch_size
         per_step = bs * cfg.gradient_accumulation_steps * world
-        grad_sum = [torch.zeros_like(p, dtype=torch.float32) for p in self.params]
+        grad_sum = [torch.zeros_like(p, dtype=torch.float32) for p in self.params] if self.track else None
+        sample_lrs = np.zeros(len(order), dtype=np.float64)
         seen: list[tuple[int, float]] = []
         steps: list[StepStat] = []
         self.module.train()
@@ -132,6 +138,7 @@ class Trainer:
             if not micro:  # this rank got nothing in a short last step: a zero-weight forward
                 micro, weight = [chunk[:1]], 0.0
             lr = self.optimizer.param_groups[0]["lr"]
+            sample_lrs[s:s + per_step] = lr
             step_losses = []
             for m, mb in enumerate(micro):
                 batch = {k: v.to(acc.device) for k, v in collate(self.pool, mb, self.pad_id).items()}
@@ -143,22 +150,28 @@ class Trainer:
                 if weight:
                     step_losses += losses.detach().float().cpu().tolist()
                     seen += list(zip(mb.tolist(), step_losses[-len(mb):]))
-            for buf, p in zip(grad_sum, self.params):
-                buf += p.grad
-            g_theta_before = self._dot()
+            if self.track:
+                for buf, p in zip(grad_sum, self.params):
+                    buf += p.grad
+                g_theta_before = self._dot()
             norm = float(torch.sqrt(sum((p.grad.double() ** 2).sum() for p in self.params)))
             coef = 1.0
             if cfg.max_grad_norm is not None:
                 acc.clip_grad_norm_(self.params, cfg.max_grad_norm)
                 coef = min(1.0, cfg.max_grad_norm / (norm + 1e-6))  # torch's clip coefficient
             self.optimizer.step()
-            g_u = self._dot() / coef - g_theta_before  # g·theta_new - g·theta_old, unclipped g
+            delta = float("nan")
+            if self.track and lr > 0:
+                g_u = self._dot() / coef - g_theta_before  # g·theta_new - g·theta_old, unclipped g
+                delta = -g_u / lr
             self.optimizer.zero_grad(set_to_none=True)
             self.scheduler.step()
             self.global_step += 1
-            steps.append(StepStat(lr=lr, delta=(-g_u / lr) if lr > 0 else float("nan"), grad_norm=norm,
+            steps.append(StepStat(lr=lr, delta=delta, grad_norm=norm,
                                   loss=float(np.mean(step_losses)) if step_losses else float("nan"),
                                   n_samples=len(chunk)))
+            if self.on_step is not None:
+                self.on_step(self.global_step)
         seen = _gather_pairs(acc, seen)
         self.samples_seen += len(order)
         by_index = {}
@@ -166,8 +179,8 @@ class Trainer:
             by_index.setdefault(i, []).append(loss)
         # a sample listed twice in one call gets its losses in order of appearance
         losses = np.asarray([by_index[i].pop(0) for i in order.tolist()], dtype=np.float32)
-        flat = torch.cat([b.flatten() for b in grad_sum]).cpu().numpy() if len(order) else None
-        return TrainResult(indices=order, losses=losses, steps=steps, grad_sum=flat)
+        flat = torch.cat([b.flatten() for b in grad_sum]).cpu().numpy() if (self.track and len(order)) else None
+        return TrainResult(indices=order, losses=losses, steps=steps, grad_sum=flat, sample_lrs=sample_lrs)
 
     def state_dict(self) -> dict:
         return {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),

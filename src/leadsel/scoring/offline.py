@@ -1,0 +1,76 @@
+"""LEAD's offline stage and the static baselines' scores (ALGORITHMS.md §1.1), each cached.
+
+    u0    base-model loss of every sample (initial utility; the ``loss`` baseline)
+    ifd   IFD of every sample under a warm-up model: a separate LoRA adapter trained briefly on a
+          random subset of the pool (``warmup``), used to score the pool with and without the
+          prompt, then removed, so online training starts from the base model
+    emb   sentence embeddings (clustering option)
+
+Every result is cached by a fingerprint of what produced it (base model, encoded pool, settings),
+so a second seed or method on the same pool scores nothing again. The warm-up subset and adapter
+depend on ``warmup.seed``, not the run seed, for that reason.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..config import count_of, to_dict
+from ..utils import fingerprint
+from .passes import embed_texts, ifd_from_losses, pass_fingerprint
+
+
+def offline_scores(s, needs: set[str], ifd_kind: str = "loss_ratio") -> dict[str, np.ndarray]:
+    out: dict[str, np.ndarray] = {}
+    if "u0" in needs:
+        out["u0"], out["tokens"] = s.losses(s.pool, "loss", base=True, desc="base loss U0")
+    if "ifd" in needs:
+        cond, alone, info = warmup_losses(s)
+        out["warm_loss"], out["warm_loss_alone"] = cond, alone
+        out["ifd"] = ifd_from_losses(cond, alone, ifd_kind)
+        s.manifest.update("offline", warmup=info)
+    if "emb" in needs:
+        kept = [s.samples[i] for i in s.pool.index]
+        which = s.cfg.scoring.embed_text
+        texts = [("\n".join(m["content"] for m in x.prompt_messages) if which != "response" else "")
+                 + ("\n" + x.response if which != "prompt" else "") for x in kept]
+        out["emb"] = embed_texts(texts, batch_size=s.cfg.scoring.embed_batch_size, progress=s.cfg.progress,
+                                 cache=s.cache, desc="embeddings")
+    return out
+
+
+def warmup_subset(n: int, size: float, seed: int) -> np.ndarray:
+    return np.sort(np.random.default_rng(seed).choice(n, size=count_of(size, n), replace=False))
+
+
+def warmup_losses(s) -> tuple[np.ndarray, np.ndarray, dict]:
+    """(L(y|x), L(y)) of every pool sample under the warm-up model, from the cache when present."""
+    from accelerate.utils import set_seed
+
+    from ..model.adapters import temporary_adapter
+    from ..train.trainer import Trainer, steps_for
+
+    w = s.cfg.warmup
+    n = len(s.pool)
+    subset = warmup_subset(n, w.size, w.seed)
+    key = fingerprint("warmup-v1", s.base_fp, s.pool.fingerprint(), to_dict(w), s.cfg.model.finetuning,
+                      s.precision, subset)
+    alone_pool = s.encode([s.samples[i] for i in s.pool.index], alone=True)
+    if alone_pool.ids != s.pool.ids:
+        raise RuntimeError("the response-alone encoding rejected samples the full encoding kept")
+    info = {"size": int(len(subset)), "seed": w.seed, "fingerprint": key, "epochs": w.train.epochs}
+    hits = [s.cache.load(kind, pass_fingerprint(key, pool, kind, s.precision), pool.ids) if s.cache.enabled
+            else None for kind, pool in (("warm-loss", s.pool), ("warm-loss-alone", alone_pool))]
+    if all(h is not None for h in hits):
+        return hits[0]["loss"], hits[1]["loss"], {**info, "cached": True}
+    set_seed(w.seed)
+    order = np.concatenate([np.random.default_rng([w.seed, e]).permutation(subset) for e in range(w.train.epochs)])
+    with temporary_adapter(s.model, w.lora, name="warmup") as model:
+        trainer = Trainer(model, s.pool, w.train, s.accelerator, s.pad_id, s.precision,
+                          total_steps=steps_for(len(order), w.train, s.accelerator.num_processes), track=False)
+        result = trainer.train(order)
+        s.counter.add_backward("warmup", len(order))
+        cond, _ = s.score_with(model, s.pool, "warm-loss", key, desc="warm-up loss L(y|x)")
+        alone, _ = s.score_with(model, alone_pool, "warm-loss-alone", key, desc="warm-up loss L(y)")
+        del trainer
+    s.accelerator.free_memory()
+    return cond, alone, {**info, "cached": False, "mean_train_loss": float(result.losses.mean())}

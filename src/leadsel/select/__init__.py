@@ -1,0 +1,60 @@
+"""Selection methods behind one protocol (:mod:`.base`), registered by name.
+
+``lead`` and its ablations (:mod:`.lead`), and the static baselines ``random``, ``full``, ``ifd``,
+``loss`` (:mod:`.static`). ``needs(cfg)`` says which offline scores a method uses, so that a run
+computes (or loads from the cache) only those.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+from ..config import RunConfig, count_of
+from .base import PoolView, RoundStats, Selector
+from .clusters import cluster_pool
+
+ABLATIONS = {
+    "lead-no-idu": {"idu": False},
+    "lead-no-task": {"stratify": False},
+}
+
+
+def lead_settings(cfg: RunConfig):
+    """The LeadConfig a LEAD-family method runs with (its ablation applied)."""
+    lead = dataclasses.replace(cfg.lead, **ABLATIONS.get(cfg.method, {}))
+    if cfg.method == "lead-no-bandit":
+        lead = dataclasses.replace(lead, bandit=dataclasses.replace(lead.bandit, name="uniform"))
+    return lead
+
+
+def is_lead(cfg: RunConfig) -> bool:
+    return cfg.method.startswith("lead")
+
+
+def needs(cfg: RunConfig) -> set[str]:
+    """Offline scores the method uses: u0 (base loss), ifd (warm-up IFD), emb (embeddings)."""
+    if is_lead(cfg):
+        feats = cfg.lead.cluster_features
+        return {"u0"} | ({"ifd"} if feats in ("ifd", "both") else set()) | (
+            {"emb"} if feats in ("embedding", "both") else set())
+    return {"ifd": {"ifd"}, "loss": {"u0"}}.get(cfg.method, set())
+
+
+def build_selector(cfg: RunConfig, view: PoolView) -> tuple[Selector, dict]:
+    """(selector, info for run.json)."""
+    n = len(view)
+    budget = count_of(cfg.budget, n)
+    if is_lead(cfg):
+        from .lead import LeadSelector
+
+        lead = lead_settings(cfg)
+        labels, info = cluster_pool(lead.cluster_features, lead.clusters, lead.cluster_seed,
+                                    ifd=view.scores.get("ifd"), emb=view.scores.get("emb"))
+        sel = LeadSelector(view, lead, labels, budget, cfg.rounds, cfg.seed)
+        return sel, {"budget": budget, "clusters": info, "lead": dataclasses.asdict(lead)}
+    from .static import StaticSelector
+
+    sel = StaticSelector(cfg.method, view, budget, cfg.train.epochs, cfg.seed)
+    return sel, {"budget": len(sel.subset), "epochs": cfg.train.epochs, **sel.info}
+
+
+__all__ = ["PoolView", "RoundStats", "Selector", "build_selector", "needs", "is_lead", "lead_settings"]

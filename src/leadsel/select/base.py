@@ -1,0 +1,87 @@
+"""The Selector protocol: what every selection method implements, and what it is given.
+
+A selector is plain numpy over arrays indexed by pool position. The round loop
+(:mod:`leadsel.rounds`) asks it for a plan, trains on exactly those samples, and hands back the
+losses the training forwards produced plus the round's first-order statistics. The trainer never
+knows which method is selecting.
+
+    plan(round) -> indices to train this round, or None when the method is done
+    observe(indices, losses, stats) -> the method's fields of this round's log row
+    state_dict() / load_state_dict(state) -> everything needed to continue exactly (plain values
+        and numpy arrays, including every random generator)
+    columns() -> per-sample columns of scores.parquet (times_used, first_round, ...)
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+
+
+@dataclass
+class PoolView:
+    """What a selector may know about the pool: ids, task labels and the offline scores."""
+    ids: list[str]
+    sources: list[str]
+    scores: dict[str, np.ndarray] = field(default_factory=dict)   # u0, ifd, emb, ... (as computed)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+@dataclass
+class RoundStats:
+    """First-order statistics of one training pass (from the trainer)."""
+    sample_lrs: np.ndarray            # learning rate of the step each sample was trained in
+    delta: float                      # mean over optimizer steps of -g·u/eta
+    grad_sum: np.ndarray | None       # sum of the steps' flattened trainable gradients
+    n_steps: int = 0
+
+
+class Selector(Protocol):
+    name: str
+
+    def plan(self, round_index: int) -> np.ndarray | None: ...
+
+    def observe(self, indices: np.ndarray, losses: np.ndarray, stats: RoundStats) -> dict: ...
+
+    def state_dict(self) -> dict: ...
+
+    def load_state_dict(self, state: dict) -> None: ...
+
+    def columns(self) -> dict[str, np.ndarray]: ...
+
+
+class UsageTracker:
+    """times_used and first_round per sample, shared by every selector."""
+
+    def __init__(self, n: int):
+        self.times_used = np.zeros(n, dtype=np.int32)
+        self.first_round = np.full(n, -1, dtype=np.int32)
+
+    def record(self, indices: np.ndarray, round_index: int) -> None:
+        np.add.at(self.times_used, indices, 1)
+        new = indices[self.first_round[indices] < 0]
+        self.first_round[new] = round_index
+
+    @property
+    def unique_used(self) -> int:
+        return int((self.times_used > 0).sum())
+
+    def state_dict(self) -> dict:
+        return {"times_used": self.times_used.copy(), "first_round": self.first_round.copy()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.times_used = np.asarray(state["times_used"], dtype=np.int32).copy()
+        self.first_round = np.asarray(state["first_round"], dtype=np.int32).copy()
+
+
+def rng_state(rng: np.random.Generator) -> dict:
+    return rng.bit_generator.state
+
+
+def restore_rng(state: dict) -> np.random.Generator:
+    rng = np.random.default_rng()
+    rng.bit_generator.state = state
+    return rng

@@ -1,0 +1,173 @@
+"""LEAD's online stage (ALGORITHMS.md §1.2-1.4): a bandit picks a cluster, IDU picks samples in it.
+
+Per round t: the bandit pulls one arm (a cluster with at least one eligible sample); inside it,
+per task (the sample's source), the top ceil(rate * n_(cluster, task)) eligible samples by IDU
+(eligible: trained fewer than ``max_uses`` times; ties by sample id) are trained once. Then each
+trained sample's IDU is updated from its in-loop loss and the round's correction D (see
+:mod:`.idu`), and the arm is rewarded with the utility the round consumed,
+mean(IDU_before - L_observed), normalised to [-1, 1]. The run stops when ``budget`` distinct
+samples have been trained, after ``rounds`` rounds, or when no sample is eligible.
+
+A round that would pass the budget keeps only as many never-trained samples as the budget has
+left (the highest IDU first); samples already trained stay in it. No forward pass happens here:
+every number comes from the training pass of the round loop.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ..bandit import make_bandit
+from .base import PoolView, RoundStats, UsageTracker, restore_rng, rng_state
+from .idu import Correction, RewardScale, correction, cosine, updated_idu
+
+BANDIT_PARAMS = {"exp3": ("gamma",), "exp3s": ("gamma", "alpha"), "ucb1": ("c",), "ucb_beta": ("beta",),
+                 "thompson": ("prior_mean", "prior_var", "noise_var"), "uniform": ()}
+
+
+def id_ranks(ids: list[str]) -> np.ndarray:
+    """Rank of each id in sorted order (ties between equal utilities are broken by it)."""
+    rank = np.empty(len(ids), dtype=np.int64)
+    rank[np.argsort(np.asarray(ids, dtype=str), kind="stable")] = np.arange(len(ids))
+    return rank
+
+
+class LeadSelector:
+    name = "lead"
+
+    def __init__(self, view: PoolView, cfg, clusters: np.ndarray, budget: int, rounds: int, seed: int):
+        n = len(view)
+        if "u0" not in view.scores:
+            raise ValueError("LEAD needs the initial utility U0 (base-model loss) of every sample")
+        self.cfg, self.budget, self.max_rounds = cfg, int(budget), int(rounds)
+        self.cluster = np.asarray(clusters, dtype=np.int64)
+        self.n_arms = int(self.cluster.max()) + 1
+        names, codes = np.unique(np.asarray(view.sources, dtype=str), return_inverse=True)
+        self.task_names = names.tolist()
+        self.task = codes.astype(np.int64) if cfg.stratify else np.zeros(n, dtype=np.int64)
+        self.id_rank = id_ranks(view.ids)
+        self.ids = view.ids
+        self.stratum_size = {}
+        for k, t in zip(self.cluster.tolist(), self.task.tolist()):
+            self.stratum_size[(k, t)] = self.stratum_size.get((k, t), 0) + 1
+        bc = cfg.bandit
+        self.bandit = make_bandit(bc.name, self.n_arms, seed, **{p: getattr(bc, p) for p in BANDIT_PARAMS[bc.name]})
+        self.rng = np.random.default_rng([seed, 1])     # softmax sampling and the training order
+        self.idu = np.asarray(view.scores["u0"], dtype=np.float64).copy()
+        self.usage = UsageTracker(n)
+        self.scale = RewardScale()
+        self.round = 0                                   # last completed round
+        self.d_prev = math.nan                           # delta of the last round
+        self.visited = np.zeros(self.n_arms, dtype=bool)
+        self.ref_delta = np.full(self.n_arms, np.nan)    # delta of each cluster's reference visit
+        self.ref_grad: dict[int, np.ndarray] = {}        # its summed gradient
+        self.cos_prev = np.full(self.n_arms, np.nan)     # cos(reference gradient, last round's gradient)
+        self._pending: dict | None = None
+
+    # -- planning ------------------------------------------------------------------------------
+    def eligible(self) -> np.ndarray:
+        return self.usage.times_used < self.cfg.max_uses
+
+    def plan(self, round_index: int) -> np.ndarray | None:
+        if self.usage.unique_used >= self.budget or round_index > self.max_rounds:
+            return None
+        ok = self.eligible()
+        mask = np.bincount(self.cluster[ok], minlength=self.n_arms) > 0
+        if not mask.any():
+            return None
+        summary = self.bandit.summary(mask)
+        arm = int(self.bandit.select(mask))
+        if self.cfg.idu:
+            corr = correction(round_index, not self.visited[arm], float(self.ref_delta[arm]), self.d_prev,
+                              float(self.cos_prev[arm]))
+        else:
+            corr = Correction(0.0, None, None, 0, "off")
+        picks = [self._top(np.flatnonzero(ok & (self.cluster == arm) & (self.task == t)),
+                           math.ceil(self.cfg.rate * self.stratum_size[(arm, t)]))
+                 for t in np.unique(self.task[ok & (self.cluster == arm)])]
+        chosen = self._within_budget(np.concatenate(picks))
+        self._pending = {"round": round_index, "arm": arm, "corr": corr, "summary": summary}
+        return self.rng.permutation(chosen)
+
+    def _order(self, cand: np.ndarray) -> np.ndarray:
+        """Candidates, most useful first: IDU descending, ties by id (or softmax sampling)."""
+        if self.cfg.sampling == "softmax":
+            keys = self.idu[cand] / self.cfg.temperature + self.rng.gumbel(size=len(cand))
+            return cand[np.argsort(-keys, kind="stable")]
+        return cand[np.lexsort((self.id_rank[cand], -self.idu[cand]))]
+
+    def _top(self, cand: np.ndarray, q: int) -> np.ndarray:
+        return self._order(cand)[:q]
+
+    def _within_budget(self, picks: np.ndarray) -> np.ndarray:
+        left = self.budget - self.usage.unique_used
+        new = picks[self.usage.times_used[picks] == 0]
+        if len(new) <= left:
+            return picks
+        drop = new[np.lexsort((self.id_rank[new], -self.idu[new]))][left:]
+        return picks[~np.isin(picks, drop)]
+
+    # -- observing -----------------------------------------------------------------------------
+    def observe(self, indices: np.ndarray, losses: np.ndarray, stats: RoundStats) -> dict:
+        p, self._pending = self._pending, None
+        if p is None:
+            raise RuntimeError("observe() without a plan()")
+        indices = np.asarray(indices, dtype=np.int64)
+        losses = np.asarray(losses, dtype=np.float64)
+        arm, corr, t = p["arm"], p["corr"], p["round"]
+        before = self.idu[indices].copy()
+        if self.cfg.idu:
+            self.idu[indices] = updated_idu(before, losses, stats.sample_lrs, corr.D, self.cfg.smoothing)
+        else:
+            self.idu[indices] = losses
+        reward = float(np.mean(before - losses))
+        reward_norm = self.scale(reward)
+        self.bandit.update(arm, reward_norm)
+        n_new = int((self.usage.times_used[indices] == 0).sum())
+        self.usage.record(indices, t)
+        delta = float(stats.delta) if np.isfinite(stats.delta) else 0.0
+        if self.cfg.idu:
+            self._remember(arm, delta, stats.grad_sum)
+        self.visited[arm] = True
+        self.d_prev, self.round = delta, t
+        tasks = np.bincount(self.task[indices], minlength=len(self.task_names) if self.cfg.stratify else 1)
+        return {"arm": arm, **p["summary"], "reward": reward, "reward_norm": reward_norm, "D": corr.D,
+                "beta": corr.beta, "cos_phi": corr.cos_phi, "rule": corr.rule, "clamped": corr.clamped,
+                "delta": delta, "n_new": n_new, "mean_idu_before": float(before.mean()),
+                "tasks": ({self.task_names[i]: int(c) for i, c in enumerate(tasks) if c}
+                          if self.cfg.stratify else {"all": int(tasks[0])})}
+
+    def _remember(self, arm: int, delta: float, grad: np.ndarray | None) -> None:
+        """Keep the reference visit of ``arm`` and each reference's cosine to this round's gradient."""
+        if grad is None:
+            raise ValueError("LEAD needs the round's summed gradient (trainer statistics are off)")
+        if self.cfg.beta_reference == "latest" or not self.visited[arm]:
+            self.ref_delta[arm] = delta
+            self.ref_grad[arm] = np.array(grad, dtype=np.float32, copy=True)
+        g = np.asarray(grad, dtype=np.float64)
+        for k, ref in self.ref_grad.items():
+            self.cos_prev[k] = cosine(ref, g)
+
+    # -- state ---------------------------------------------------------------------------------
+    def columns(self) -> dict[str, np.ndarray]:
+        return {"cluster": self.cluster.astype(np.int32), "idu": self.idu.astype(np.float32),
+                "times_used": self.usage.times_used, "first_round": self.usage.first_round}
+
+    def state_dict(self) -> dict:
+        return {"idu": self.idu.copy(), "usage": self.usage.state_dict(), "bandit": self.bandit.state_dict(),
+                "rng": rng_state(self.rng), "scale": self.scale.state_dict(), "round": self.round,
+                "d_prev": self.d_prev, "visited": self.visited.copy(), "ref_delta": self.ref_delta.copy(),
+                "cos_prev": self.cos_prev.copy(), "ref_grad": {str(k): v for k, v in self.ref_grad.items()}}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.idu = np.asarray(state["idu"], dtype=np.float64).copy()
+        self.usage.load_state_dict(state["usage"])
+        self.bandit.load_state_dict(state["bandit"])
+        self.rng = restore_rng(state["rng"])
+        self.scale.load_state_dict(state["scale"])
+        self.round, self.d_prev = int(state["round"]), float(state["d_prev"])
+        self.visited = np.asarray(state["visited"], dtype=bool).copy()
+        self.ref_delta = np.asarray(state["ref_delta"], dtype=np.float64).copy()
+        self.cos_prev = np.asarray(state["cos_prev"], dtype=np.float64).copy()
+        self.ref_grad = {int(k): np.asarray(v, dtype=np.float32) for k, v in state["ref_grad"].items()}

@@ -1,0 +1,74 @@
+"""Static baselines (ALGORITHMS.md §4): one subset chosen before training, trained for
+``train.epochs`` passes (one round per pass, each in a fresh seeded order).
+
+    random  a uniform subset of ``budget`` samples
+    full    the whole pool
+    ifd     the ``budget`` samples of highest warm-up IFD among those with IFD <= 1 (Cherry-LLM);
+            when fewer than ``budget`` qualify, the rest are the flagged samples (IFD > 1 or not
+            finite) of lowest IFD, and their number is recorded (``filled_from_flagged``)
+    loss    the ``budget`` samples of highest base-model loss U0
+Ties are broken by sample id.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .base import PoolView, RoundStats, UsageTracker, restore_rng, rng_state
+from .clusters import valid_ifd
+from .lead import id_ranks
+
+
+def static_subset(method: str, view: PoolView, budget: int, seed: int) -> tuple[np.ndarray, dict]:
+    """(sorted pool positions, info)."""
+    n = len(view)
+    if method == "full":
+        return np.arange(n), {}
+    if method == "random":
+        return np.sort(np.random.default_rng([seed, 3]).choice(n, size=min(budget, n), replace=False)), {}
+    rank = id_ranks(view.ids)
+    if method == "ifd":
+        score = np.asarray(view.scores["ifd"], dtype=np.float64)
+        ok = valid_ifd(score)
+        cand = np.flatnonzero(ok)
+        order = cand[np.lexsort((rank[cand], -score[cand]))]
+        if len(order) < budget:
+            rest = np.flatnonzero(~ok)
+            fill = np.where(np.isnan(score[rest]), np.inf, score[rest])
+            order = np.concatenate([order, rest[np.lexsort((rank[rest], fill))]])
+        picked = order[:budget]
+        return np.sort(picked), {"filled_from_flagged": int((~ok[picked]).sum())}
+    if method == "loss":
+        score = np.asarray(view.scores["u0"], dtype=np.float64)
+        return np.sort(np.lexsort((rank, -score))[:budget]), {}
+    raise ValueError(f"{method!r} is not a static method (random, full, ifd, loss)")
+
+
+class StaticSelector:
+    def __init__(self, method: str, view: PoolView, budget: int, epochs: int, seed: int):
+        self.name = method
+        self.subset, self.info = static_subset(method, view, budget, seed)
+        self.epochs = int(epochs)
+        self.rng = np.random.default_rng([seed, 2])
+        self.usage = UsageTracker(len(view))
+        self._round: int | None = None
+
+    def plan(self, round_index: int) -> np.ndarray | None:
+        if round_index > self.epochs:
+            return None
+        self._round = round_index
+        return self.rng.permutation(self.subset)
+
+    def observe(self, indices: np.ndarray, losses: np.ndarray, stats: RoundStats) -> dict:
+        n_new = int((self.usage.times_used[indices] == 0).sum())
+        self.usage.record(np.asarray(indices, dtype=np.int64), self._round)
+        return {"arm": None, "delta": float(stats.delta) if np.isfinite(stats.delta) else None, "n_new": n_new}
+
+    def columns(self) -> dict[str, np.ndarray]:
+        return {"times_used": self.usage.times_used, "first_round": self.usage.first_round}
+
+    def state_dict(self) -> dict:
+        return {"usage": self.usage.state_dict(), "rng": rng_state(self.rng)}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.usage.load_state_dict(state["usage"])
+        self.rng = restore_rng(state["rng"])

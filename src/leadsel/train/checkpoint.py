@@ -1,0 +1,139 @@
+"""Per-round checkpoints: everything needed to continue a run exactly where it stopped.
+
+A checkpoint is a directory ``<run>/checkpoint/round-000007/`` holding
+
+    trainable.pt   the trainable parameters only (the adapter, or the whole model when fully
+                   fine-tuned), by name
+    trainer.pt     optimizer and scheduler state, step counters
+    rng.pt         python, numpy-global, torch (CPU and the accelerator's device) generator states
+    state.npz / state.json   the selector's state (arrays in the npz, the rest as JSON), the
+                   round log so far, and the pass counts
+
+It is written into a temporary directory, each file fsynced, then renamed into place; only then
+does ``latest.json`` (written atomically) point at it, and older checkpoints are removed. A kill at
+any moment leaves either the previous complete checkpoint or the new one.
+"""
+from __future__ import annotations
+
+import io
+import json
+import os
+import random
+import shutil
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..utils import atomic_write_bytes, atomic_write_json
+
+
+def _split(obj, path: str, arrays: dict):
+    """JSON tree with numpy arrays moved into ``arrays`` (leaves become {"__npz__": key})."""
+    if isinstance(obj, np.ndarray):
+        arrays[path] = obj
+        return {"__npz__": path}
+    if isinstance(obj, dict):
+        return {str(k): _split(v, f"{path}.{k}" if path else str(k), arrays) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_split(v, f"{path}.{i}", arrays) for i, v in enumerate(obj)]
+    if isinstance(obj, np.generic):
+        return obj.item()
+    return obj
+
+
+def _join(obj, arrays):
+    if isinstance(obj, dict):
+        if set(obj) == {"__npz__"}:
+            return arrays[obj["__npz__"]]
+        return {k: _join(v, arrays) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_join(v, arrays) for v in obj]
+    return obj
+
+
+def _torch_bytes(obj) -> bytes:
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    return buf.getvalue()
+
+
+def rng_states(device) -> dict:
+    states = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if device.type != "cpu":
+        states["device"] = torch.get_device_module(device.type).get_rng_state(device)
+    return states
+
+
+def set_rng_states(states: dict, device) -> None:
+    random.setstate(states["python"])
+    np.random.set_state(states["numpy"])
+    torch.set_rng_state(states["torch"])
+    if "device" in states and device.type != "cpu":
+        torch.get_device_module(device.type).set_rng_state(states["device"], device)
+
+
+def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {n: p.detach().cpu().clone() for n, p in model.named_parameters() if p.requires_grad}
+
+
+def load_trainable_state(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
+    params = dict(model.named_parameters())
+    mine = {n for n, p in params.items() if p.requires_grad}
+    if set(state) != mine:
+        raise ValueError(f"checkpoint holds {len(state)} trainable tensors, the model has {len(mine)}: "
+                         "the model or LoRA settings changed since the checkpoint")
+    with torch.no_grad():
+        for n, t in state.items():
+            params[n].copy_(t.to(params[n].device))
+
+
+class Checkpointer:
+    def __init__(self, run_dir: str | Path):
+        self.dir = Path(run_dir) / "checkpoint"
+
+    def latest(self) -> int | None:
+        """Round of the latest complete checkpoint, or None."""
+        p = self.dir / "latest.json"
+        if not p.is_file():
+            return None
+        return int(json.loads(p.read_text())["round"])
+
+    def save(self, round_index: int, *, model, trainer, selector_state: dict, extra: dict, device) -> None:
+        name = f"round-{round_index:06d}"
+        tmp = self.dir / f".tmp-{name}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        arrays: dict[str, np.ndarray] = {}
+        tree = _split({"selector": selector_state, "extra": extra}, "", arrays)
+        buf = io.BytesIO()
+        np.savez(buf, **arrays)
+        files = {"trainable.pt": _torch_bytes(trainable_state(model)),
+                 "trainer.pt": _torch_bytes(trainer.state_dict()),
+                 "rng.pt": _torch_bytes(rng_states(device)),
+                 "state.npz": buf.getvalue(),
+                 "state.json": json.dumps(tree).encode()}
+        for fname, data in files.items():
+            atomic_write_bytes(tmp / fname, data)
+        final = self.dir / name
+        shutil.rmtree(final, ignore_errors=True)
+        os.replace(tmp, final)
+        atomic_write_json(self.dir / "latest.json", {"round": round_index, "dir": name})
+        for old in self.dir.glob("round-*"):
+            if old.name != name:
+                shutil.rmtree(old, ignore_errors=True)
+
+    def load(self, *, model, trainer, device) -> tuple[int, dict, dict]:
+        """Restore model, trainer and RNGs; return (round, selector state, extra)."""
+        meta = json.loads((self.dir / "latest.json").read_text())
+        d = self.dir / meta["dir"]
+        load_trainable_state(model, torch.load(d / "trainable.pt", weights_only=True))
+        trainer.load_state_dict(torch.load(d / "trainer.pt", weights_only=False))
+        with np.load(d / "state.npz", allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+        tree = _join(json.loads((d / "state.json").read_text()), arrays)
+        set_rng_states(torch.load(d / "rng.pt", weights_only=False), device)
+        return int(meta["round"]), tree["selector"], tree["extra"]
+
+    def remove(self) -> None:
+        shutil.rmtree(self.dir, ignore_errors=True)

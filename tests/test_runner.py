@@ -1,0 +1,253 @@
+"""Runs end to end on a tiny local model: every method, the artifact contract, the forward count of
+the online stage, the shared offline cache, the run-directory policy, and kill-and-resume."""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from conftest import save_tiny_checkpoint
+from test_cli import write_pool
+
+ROW_KEYS = {"round", "arm", "arm_probs", "reward", "reward_norm", "n_selected", "selected_ids", "unique_used",
+            "lr", "D", "beta", "cos_phi", "delta", "mean_loss", "seconds"}
+TIMING = ("seconds", "checkpoint_seconds")
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    d = tmp_path_factory.mktemp("runner")
+    ckpt = save_tiny_checkpoint(d / "model")
+    write_pool(d / "alpha.jsonl", 24, 0)
+    write_pool(d / "beta.jsonl", 16, 1)
+    write_pool(d / "held.jsonl", 6, 2)
+    return d, ckpt
+
+
+def overrides(d, ckpt, run, **extra):
+    base = {"data.paths": f"[{d / 'alpha.jsonl'},{d / 'beta.jsonl'}]", "data.eval_paths": f"[{d / 'held.jsonl'}]",
+            "model.name": ckpt, "output_dir": str(run), "cache_dir": str(d / "cache"), "encoding.template": "chatml",
+            "model.lora.r": 4, "warmup.lora.r": 4, "warmup.size": 8, "train.per_device_batch_size": 2,
+            "train.gradient_accumulation_steps": 2, "progress": "false", "budget": 0.5, "lead.clusters": 3,
+            "lead.rate": 0.3, "model.precision": "fp32"}
+    base.update({k.replace("__", "."): v for k, v in extra.items()})
+    return [f"{k}={v}" for k, v in base.items()]
+
+
+def config(d, ckpt, run, **extra):
+    from leadsel.config import load_config
+
+    return load_config(None, overrides(d, ckpt, run, **extra))
+
+
+def rows_of(run):
+    return [json.loads(x) for x in (run / "rounds.jsonl").read_text().splitlines()]
+
+
+def test_lead_run_writes_the_artifact_contract(setup, tmp_path):
+    import pyarrow.parquet as pq
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    from leadsel.runner import run
+
+    d, ckpt = setup
+    out = run(config(d, ckpt, tmp_path / "run"))
+    run_dir = tmp_path / "run"
+    man = json.loads((run_dir / "run.json").read_text())
+    assert man["status"] == "complete" and man["method"] == "lead"
+    assert {"model", "data", "offline", "eval_before", "train", "eval_after", "save"} <= set(man["stages"])
+    rows = rows_of(run_dir)
+    assert rows and all(ROW_KEYS <= set(r) for r in rows)
+    assert [r["round"] for r in rows] == list(range(1, len(rows) + 1))
+    budget = man["selection"]["budget"]
+    assert budget == 20  # 0.5 of 40
+    used = [r["unique_used"] for r in rows]
+    assert used == sorted(used) and used[-1] == budget  # stops exactly at the budget
+    assert rows[0]["D"] == 0.0 and rows[0]["rule"] == "round1"
+    assert all(abs(sum(r["arm_probs"]) - 1) < 1e-9 for r in rows)
+    table = pq.read_table(run_dir / "scores.parquet").to_pydict()
+    assert {"id", "source", "cluster", "ifd", "u0", "idu", "times_used", "first_round"} <= set(table)
+    assert len(table["id"]) == 40 and set(table["source"]) == {"alpha", "beta"}
+    trained = {i for r in rows for i in r["selected_ids"]}
+    times = dict(zip(table["id"], table["times_used"]))
+    assert {i for i, t in times.items() if t > 0} == trained
+    assert sum(times.values()) == sum(r["n_selected"] for r in rows) == out["samples_trained"]
+    first = dict(zip(table["id"], table["first_round"]))
+    for r in rows:
+        for i in r["selected_ids"]:
+            assert first[i] <= r["round"]
+    assert max(times.values()) <= 4  # max_uses
+    selected = [json.loads(x)["id"] for x in (run_dir / "selected.jsonl").read_text().splitlines()]
+    assert set(selected) == trained and len(selected) == budget
+    assert man["passes"]["backward"]["train"] == out["samples_trained"]
+    model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(ckpt), run_dir / "model")
+    assert any("lora_B" in n and p.abs().sum() > 0 for n, p in model.named_parameters())
+    assert not (run_dir / "checkpoint").exists()  # removed once the run is complete
+
+
+def test_online_stage_runs_no_forward_pass_over_the_pool(setup, tmp_path, monkeypatch):
+    """Every forward during the rounds is a training forward: the batch rows the decoder sees in the
+    train stage add up to exactly the samples trained."""
+    from transformers.models.llama import modeling_llama
+
+    from leadsel import manifest as manifest_mod
+    from leadsel.runner import run
+
+    d, ckpt = setup
+    phase, calls = ["none"], []
+    orig_forward, orig_stage = modeling_llama.LlamaModel.forward, manifest_mod.RunManifest.stage
+
+    def forward(self, *a, **k):
+        ids = k.get("input_ids") if k.get("input_ids") is not None else a[0]
+        calls.append((phase[0], int(ids.shape[0])))
+        return orig_forward(self, *a, **k)
+
+    from contextlib import contextmanager
+
+    @contextmanager
+    def stage(self, name):
+        phase[0] = name
+        with orig_stage(self, name):
+            yield
+        phase[0] = "none"
+
+    monkeypatch.setattr(modeling_llama.LlamaModel, "forward", forward)
+    monkeypatch.setattr(manifest_mod.RunManifest, "stage", stage)
+    out = run(config(d, ckpt, tmp_path / "run", cache_dir=tmp_path / "cache"))  # a cold cache
+    in_rounds = sum(n for p, n in calls if p == "train")
+    assert out["samples_trained"] > 0
+    assert in_rounds == out["samples_trained"]
+    # the counter is not blind: offline, 8 warm-up training rows + 3 scoring passes over 40 samples
+    assert sum(n for p, n in calls if p == "offline") == 8 + 3 * 40
+    man = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert "train" not in man["passes"]["forward"]
+
+
+@pytest.mark.parametrize("method", ["random", "full", "ifd", "loss", "lead-no-idu", "lead-no-bandit", "lead-no-task"])
+def test_every_method_runs_on_the_same_machinery(setup, tmp_path, method):
+    import pyarrow.parquet as pq
+
+    from leadsel.runner import run
+
+    d, ckpt = setup
+    run_dir = tmp_path / method
+    run(config(d, ckpt, run_dir, method=method, evaluate="false", train__epochs=2))
+    rows = rows_of(run_dir)
+    t = pq.read_table(run_dir / "scores.parquet").to_pydict()
+    ids, times = t["id"], np.asarray(t["times_used"])
+    used = {i for i, x in zip(ids, times) if x > 0}
+    if method in ("random", "full", "ifd", "loss"):
+        n = 40 if method == "full" else 20
+        assert len(rows) == 2 and all(r["n_selected"] == n for r in rows)  # train.epochs passes
+        assert set(rows[0]["selected_ids"]) == set(rows[1]["selected_ids"]) == used and len(used) == n
+        assert rows[0]["selected_ids"] != rows[1]["selected_ids"]  # each epoch in its own order
+        rank = {i: k for k, i in enumerate(sorted(ids))}
+        if method == "loss":
+            u0 = np.asarray(t["u0"])
+            top = sorted(range(40), key=lambda i: (-u0[i], rank[ids[i]]))[:20]
+            assert used == {ids[i] for i in top}
+        if method == "ifd":
+            ifd = np.asarray(t["ifd"], dtype=np.float64)
+            ok = [i for i in range(40) if np.isfinite(ifd[i]) and ifd[i] <= 1]
+            flagged = [i for i in range(40) if i not in ok]
+            top = sorted(ok, key=lambda i: (-ifd[i], rank[ids[i]]))[:20]
+            fill = sorted(flagged, key=lambda i: (ifd[i] if np.isfinite(ifd[i]) else np.inf, rank[ids[i]]))
+            top += fill[:20 - len(top)]  # Cherry-LLM's IFD <= 1 first; the closest flagged ones fill the rest
+            assert used == {ids[i] for i in top}
+            man = json.loads((run_dir / "run.json").read_text())
+            assert man["selection"]["filled_from_flagged"] == max(0, 20 - len(ok))
+    else:
+        assert len(used) == 20
+        if method == "lead-no-idu":
+            assert all(r["D"] == 0.0 and r["rule"] == "off" and r["cos_phi"] is None for r in rows)
+        if method == "lead-no-bandit":
+            for r in rows:
+                probs = np.asarray(r["arm_probs"])
+                live = probs[probs > 0]
+                assert np.allclose(live, 1 / len(live))
+        if method == "lead-no-task":
+            assert all(set(r["tasks"]) == {"all"} for r in rows)
+
+
+def test_a_second_seed_reuses_every_offline_score(setup, tmp_path):
+    from leadsel.runner import run
+
+    d, ckpt = setup
+    run(config(d, ckpt, tmp_path / "s1", seed=1, evaluate="false"))
+    run(config(d, ckpt, tmp_path / "s2", seed=2, evaluate="false", method="ifd"))
+    first = json.loads((tmp_path / "s1" / "run.json").read_text())
+    second = json.loads((tmp_path / "s2" / "run.json").read_text())
+    # the first run of this cache dir may or may not have scored (another test may have): the
+    # second, with another seed and method, never does
+    assert second["offline"]["warmup"]["cached"] is True
+    assert "warmup" not in second["passes"].get("backward", {})
+    assert not set(second["passes"]["forward"]) & {"loss", "warm-loss", "warm-loss-alone"}
+    assert first["offline"]["warmup"]["fingerprint"] == second["offline"]["warmup"]["fingerprint"]
+
+
+def test_run_directory_policy(setup, tmp_path):
+    from leadsel.runner import RunDirError, run
+
+    d, ckpt = setup
+    run_dir = tmp_path / "run"
+    run(config(d, ckpt, run_dir, evaluate="false", method="random"))
+    before = (run_dir / "rounds.jsonl").read_bytes()
+    with pytest.raises(RunDirError, match=r"different config \(train.learning_rate: 0.0002 -> 0.001"):
+        run(config(d, ckpt, run_dir, evaluate="false", method="random", train__learning_rate=1e-3))
+    assert (run_dir / "rounds.jsonl").read_bytes() == before  # never overwritten
+    again = run(config(d, ckpt, run_dir, evaluate="false", method="random", progress="true"))
+    assert again["already_complete"] is True
+    with pytest.raises(RunDirError, match="holds no run to resume"):
+        run(config(d, ckpt, tmp_path / "empty"), resume=True)
+
+
+def test_lead_refuses_a_schedule_that_needs_a_known_length(setup, tmp_path):
+    from leadsel.runner import run
+
+    d, ckpt = setup
+    with pytest.raises(ValueError, match="LEAD's rounds decide"):
+        run(config(d, ckpt, tmp_path / "run", train__lr_scheduler="cosine"))
+
+
+def _cli(args, env_extra=None):
+    env = dict(os.environ, **(env_extra or {}))
+    return subprocess.run([sys.executable, "-m", "leadsel", "run", *args], capture_output=True, text=True,
+                          env=env, timeout=600)
+
+
+def test_killed_run_resumes_to_the_same_result(setup, tmp_path):
+    """A real SIGKILL in the middle of a round, then a restart into the same directory: the same
+    round log and bitwise the same final weights as a run that was never interrupted."""
+    from safetensors.torch import load_file
+
+    d, ckpt = setup
+    cfg_file = tmp_path / "cfg.yaml"
+    cfg_file.write_text("method: lead\n")
+    extra = dict(budget=0.6, lead__rate=0.25, lead__smoothing=0.1, model__lora__dropout=0.1, evaluate="false")
+    straight, killed = tmp_path / "straight", tmp_path / "killed"
+    out = _cli([cfg_file, *overrides(d, ckpt, straight, **extra)])
+    assert out.returncode == 0, out.stderr
+    ref = rows_of(straight)
+    steps = np.cumsum([r["n_steps"] for r in ref])
+    assert len(ref) >= 4
+    # kill one step into round 3 (steps[1] steps end round 2)
+    kill_at = int(steps[1]) + 1
+    assert kill_at < steps[2]
+    out = _cli([cfg_file, *overrides(d, ckpt, killed, **extra)], {"LEADSEL_KILL_AT_STEP": str(kill_at)})
+    assert out.returncode == -9, (out.returncode, out.stderr[-2000:])
+    man = json.loads((killed / "run.json").read_text())
+    assert man["status"] == "incomplete"
+    assert len(rows_of(killed)) == 2  # rounds 1 and 2 were complete; round 3 was cut
+    assert json.loads((killed / "checkpoint" / "latest.json").read_text())["round"] == 2
+    out = _cli([cfg_file, *overrides(d, ckpt, killed, **extra)])
+    assert out.returncode == 0, out.stderr
+    got = rows_of(killed)
+    strip = [{k: v for k, v in r.items() if k not in TIMING} for r in ref]
+    assert [{k: v for k, v in r.items() if k not in TIMING} for r in got] == strip
+    a, b = load_file(straight / "model" / "adapter_model.safetensors"), load_file(killed / "model" / "adapter_model.safetensors")
+    assert a.keys() == b.keys() and all((a[k] == b[k]).all() for k in a)
+    man = json.loads((killed / "run.json").read_text())
+    assert man["status"] == "complete" and man["rounds"]["resumed_from_round"] == 2 and len(man["resumed"]) == 1
