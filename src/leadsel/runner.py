@@ -158,7 +158,7 @@ def run(cfg: RunConfig, resume: bool | None = None) -> dict:
 
 def _round(r: int, idx: np.ndarray, selector, trainer, s) -> dict:
     t0 = time.perf_counter()
-    result = trainer.train(idx)
+    result = trainer.train(idx, desc=f"round {r}" if s.cfg.progress else None)
     s.counter.add_backward("train", len(idx))
     stats = RoundStats(result.sample_lrs, result.delta, result.grad_sum, len(result.steps))
     fields = selector.observe(idx, result.losses, stats)

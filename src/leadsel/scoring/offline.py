@@ -67,7 +67,7 @@ def warmup_losses(s) -> tuple[np.ndarray, np.ndarray, dict]:
     with temporary_adapter(s.model, w.lora, name="warmup") as model:
         trainer = Trainer(model, s.pool, w.train, s.accelerator, s.pad_id, s.precision,
                           total_steps=steps_for(len(order), w.train, s.accelerator.num_processes), track=False)
-        result = trainer.train(order)
+        result = trainer.train(order, desc="warm-up training" if s.cfg.progress else None)
         s.counter.add_backward("warmup", len(order))
         cond, _ = s.score_with(model, s.pool, "warm-loss", key, desc="warm-up loss L(y|x)")
         alone, _ = s.score_with(model, alone_pool, "warm-loss-alone", key, desc="warm-up loss L(y)")

@@ -52,7 +52,7 @@ def cluster_pool(features: str, k: int, seed: int, ifd: np.ndarray | None = None
             else:
                 x = e
         lab, centres = _kmeans(x, k, seed)
-        # renumber by the centre's IFD (or first coordinate), so cluster 0 is the easiest band
+        # renumber by the centre's IFD, so cluster 0 is the easiest band (embeddings: k-means order)
         key = centres[:, -1] if features != "embedding" else np.arange(len(centres))
         rank = np.empty(len(centres), dtype=np.int32)
         rank[np.argsort(key, kind="stable")] = np.arange(len(centres))

@@ -30,12 +30,20 @@ class Correction:
 
 
 def beta_star(d_ref: float, d_prev: float, cos_phi: float) -> tuple[float, int]:
-    """The beta in [0, 1] minimising D, and how many deltas were clamped to 0."""
+    """The beta in [0, 1] minimising D, and how many deltas were clamped to 0.
+
+    D is a parabola in beta with curvature ``denom = d_ref + d_prev - 2 sqrt(d_ref d_prev) cos``.
+    Positive: its vertex, clipped to [0, 1]. Zero (within rounding, e.g. a cluster revisited right
+    after its reference round: the same vector, cos 1 up to float error): beta = 0, as the spec
+    says. Negative (only possible with a negative delta): D is concave, so the better endpoint.
+    """
     clamped = int(d_ref < 0) + int(d_prev < 0)
     cross = math.sqrt(max(d_ref, 0.0) * max(d_prev, 0.0)) * cos_phi
     denom = d_ref + d_prev - 2.0 * cross
-    if denom == 0.0:
+    if abs(denom) <= 1e-9 * (abs(d_ref) + abs(d_prev)):
         return 0.0, clamped
+    if denom < 0:
+        return (1.0 if d_ref < d_prev else 0.0), clamped
     return float(min(1.0, max(0.0, (d_prev - cross) / denom))), clamped
 
 

@@ -18,6 +18,7 @@ batch 4 x accumulation 1.
 from __future__ import annotations
 
 import math
+import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 
@@ -112,6 +113,7 @@ class Trainer:
         self.params = [p for p in self.module.parameters() if p.requires_grad]
         self.global_step = 0
         self.samples_seen = 0
+        self.stats_seconds = 0.0  # time spent on the statistics (delta, grad_sum), for the overhead benchmark
 
     @property
     def model(self) -> torch.nn.Module:
@@ -120,7 +122,8 @@ class Trainer:
     def _dot(self) -> float:
         return float(sum((p.grad.double() * p.detach().double()).sum() for p in self.params if p.grad is not None))
 
-    def train(self, indices) -> TrainResult:
+    def train(self, indices, desc: str | None = None) -> TrainResult:
+        """One pass over ``indices`` in that order; ``desc``: show a progress bar (samples, ETA)."""
         cfg, acc = self.cfg, self.acc
         order = np.asarray(indices, dtype=np.int64)
         world, rank, bs = acc.num_processes, acc.process_index, cfg.per_device_batch_size
@@ -130,6 +133,10 @@ class Trainer:
         seen: list[tuple[int, float]] = []
         steps: list[StepStat] = []
         self.module.train()
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(order), desc=desc, unit="sample", dynamic_ncols=True, leave=False,
+                   disable=desc is None or not acc.is_local_main_process)
         for s in range(0, len(order), per_step):
             chunk = order[s:s + per_step]
             local = chunk[rank::world]
@@ -151,9 +158,11 @@ class Trainer:
                     step_losses += losses.detach().float().cpu().tolist()
                     seen += list(zip(mb.tolist(), step_losses[-len(mb):]))
             if self.track:
+                t0 = time.perf_counter()
                 for buf, p in zip(grad_sum, self.params):
                     buf += p.grad
                 g_theta_before = self._dot()
+                self.stats_seconds += time.perf_counter() - t0
             norm = float(torch.sqrt(sum((p.grad.double() ** 2).sum() for p in self.params)))
             coef = 1.0
             if cfg.max_grad_norm is not None:
@@ -162,16 +171,20 @@ class Trainer:
             self.optimizer.step()
             delta = float("nan")
             if self.track and lr > 0:
+                t0 = time.perf_counter()
                 g_u = self._dot() / coef - g_theta_before  # g·theta_new - g·theta_old, unclipped g
                 delta = -g_u / lr
+                self.stats_seconds += time.perf_counter() - t0
             self.optimizer.zero_grad(set_to_none=True)
             self.scheduler.step()
             self.global_step += 1
             steps.append(StepStat(lr=lr, delta=delta, grad_norm=norm,
                                   loss=float(np.mean(step_losses)) if step_losses else float("nan"),
                                   n_samples=len(chunk)))
+            bar.update(len(chunk))
             if self.on_step is not None:
                 self.on_step(self.global_step)
+        bar.close()
         seen = _gather_pairs(acc, seen)
         self.samples_seen += len(order)
         by_index = {}
@@ -179,7 +192,9 @@ class Trainer:
             by_index.setdefault(i, []).append(loss)
         # a sample listed twice in one call gets its losses in order of appearance
         losses = np.asarray([by_index[i].pop(0) for i in order.tolist()], dtype=np.float32)
+        t0 = time.perf_counter()
         flat = torch.cat([b.flatten() for b in grad_sum]).cpu().numpy() if (self.track and len(order)) else None
+        self.stats_seconds += time.perf_counter() - t0
         return TrainResult(indices=order, losses=losses, steps=steps, grad_sum=flat, sample_lrs=sample_lrs)
 
     def state_dict(self) -> dict:
