@@ -32,6 +32,7 @@ test-fast: install
 
 bench: install
 	$(PY) benchmarks/scoring.py
+	$(PY) benchmarks/online_overhead.py progress=false
 
 clean-venv:
 	rm -rf $(VENV)
