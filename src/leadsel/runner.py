@@ -132,6 +132,7 @@ def run(cfg: RunConfig, resume: bool | None = None) -> dict:
         r = start
         while (idx := selector.plan(r)) is not None:
             rows.append(_round(r, idx, selector, trainer, s))
+            rows[-1]["checkpoint_seconds"] = None  # its own duration is not known when it is saved
             t0 = time.perf_counter()
             ckpt.save(r, model=trainer.model, trainer=trainer, selector_state=selector.state_dict(),
                       extra={"rows": rows}, device=s.accelerator.device)
