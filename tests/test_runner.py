@@ -251,3 +251,45 @@ def test_killed_run_resumes_to_the_same_result(setup, tmp_path):
     assert a.keys() == b.keys() and all((a[k] == b[k]).all() for k in a)
     man = json.loads((killed / "run.json").read_text())
     assert man["status"] == "complete" and man["rounds"]["resumed_from_round"] == 2 and len(man["resumed"]) == 1
+
+
+def test_eval_command_reproduces_the_runs_own_evaluation(setup, tmp_path):
+    """`leadsel eval RUN_DIR` rebuilds the run's model from its artifacts and gets the numbers the
+    run computed at its end; an extra held-out set is added, one overlapping the pool refused."""
+    from leadsel.runner import run
+
+    d, ckpt = setup
+    run_dir = tmp_path / "run"
+    run(config(d, ckpt, run_dir, method="random"))
+    first = json.loads((run_dir / "eval.json").read_text())
+    extra = write_pool(tmp_path / "extra.jsonl", 5, 7)
+    env = dict(os.environ)
+    out = subprocess.run([sys.executable, "-m", "leadsel", "eval", str(run_dir), "--extra", str(extra)],
+                         capture_output=True, text=True, env=env, timeout=600)
+    assert out.returncode == 0, out.stderr
+    again = json.loads((run_dir / "eval.json").read_text())
+    for when in ("base", "trained"):
+        for k, v in first[when]["held"].items():
+            assert again[when]["held"][k] == pytest.approx(v, abs=1e-6)
+        assert again[when]["extra"]["n"] == 5
+    assert again["trained"]["held"]["loss_per_sample"] != again["base"]["held"]["loss_per_sample"]
+    assert again["trained_fingerprint"] == first["trained_fingerprint"] != again["model_fingerprint"]
+    assert json.loads((run_dir / "run.json").read_text())["eval"]["trained"]["extra"]["n"] == 5
+    out = subprocess.run([sys.executable, "-m", "leadsel", "eval", str(run_dir), "--extra", str(d / "alpha.jsonl")],
+                         capture_output=True, text=True, env=env, timeout=600)
+    assert out.returncode == 2 and "must not overlap" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_eval_of_a_fully_fine_tuned_run(setup, tmp_path):
+    from leadsel.eval.heldout import evaluate_run
+    from leadsel.runner import run
+
+    d, ckpt = setup
+    run_dir = tmp_path / "run"
+    run(config(d, ckpt, run_dir, method="random", model__finetuning="full"))
+    first = json.loads((run_dir / "eval.json").read_text())
+    again = evaluate_run(run_dir)
+    for when in ("base", "trained"):
+        assert again[when]["held"]["loss_per_sample"] == pytest.approx(first[when]["held"]["loss_per_sample"], abs=1e-6)
+    assert again["trained"]["held"]["loss_per_sample"] != again["base"]["held"]["loss_per_sample"]
+    assert again["trained_fingerprint"] == first["trained_fingerprint"] != again["model_fingerprint"]

@@ -5,6 +5,8 @@
     leadsel run CONFIG [key=value ...] [--resume]   a run of any method from a YAML config; an
                                               interrupted run continues when started again
     leadsel score CONFIG [key=value ...]      only the offline scores the method needs (cached)
+    leadsel eval RUN_DIR [--extra F.jsonl] [key=value ...]   held-out loss of a finished run's
+                                              trained model and its base model -> eval.json
     leadsel validate [CONFIG] [key=value ...] load and encode a pool; report formats, skips, rejects
     leadsel build-pool [CONFIG] [key=value ...]  build the bundled pool and print where it is
     leadsel config [CONFIG] [key=value ...] [--all]  print the resolved config (--all: commented)
@@ -80,6 +82,19 @@ def cmd_score(args) -> int:
     return 0
 
 
+def cmd_eval(args) -> int:
+    from .eval.heldout import evaluate_run
+
+    out = evaluate_run(args.run_dir, extra=args.extra or [], overrides=args.overrides)
+    b, a = out["base"], out["trained"]
+    print(f"{'held-out set':<14}{'n':>5}{'base loss':>11}{'trained':>10}{'change':>9}   (mean per sample)")
+    for name in b:
+        x, y = b[name]["loss_per_sample"], a[name]["loss_per_sample"]
+        print(f"{name:<14}{b[name].get('n', ''):>5}{x:>11.4f}{y:>10.4f}{y - x:>+9.4f}")
+    print(f"-> {args.run_dir}/eval.json")
+    return 0
+
+
 def cmd_validate(args) -> int:
     from .data.encode import encode
     from .data.load import load_pool
@@ -152,6 +167,15 @@ def build_parser() -> argparse.ArgumentParser:
                     help="continue the interrupted run in output_dir (an error if there is none); starting "
                          "a run again into its directory also continues it")
     add("score", cmd_score, "compute (or reuse from the cache) the offline scores of a pool", "required")
+    sp = sub.add_parser("eval", help="held-out loss of a finished run's trained model and its base model",
+                        description="Held-out loss (per sample and per token) of RUN_DIR's trained model and of its "
+                                    "base model on the run's eval sets (and --extra files); writes eval.json.")
+    sp.add_argument("run_dir", help="a finished run directory")
+    sp.add_argument("--extra", action="append", metavar="FILE",
+                    help="another held-out JSONL set (any supported format; repeat the flag for more)")
+    sp.add_argument("overrides", nargs="*", metavar="key=value",
+                    help="overrides of evaluation settings, e.g. eval_max_samples=0")
+    sp.set_defaults(fn=cmd_eval)
     add("validate", cmd_validate, "load and encode a pool; report formats, skipped and rejected samples",
         "optional")
     add("build-pool", cmd_build_pool, "build the bundled real pool and its held-out splits", "optional")

@@ -363,9 +363,13 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     return key.strip().split("."), value
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] = (), cls: type = RunConfig):
-    """Build ``cls`` from an optional YAML file, then apply ``key=value`` overrides."""
-    values: dict = {}
+def load_config(path: str | Path | None = None, overrides: list[str] = (), cls: type = RunConfig,
+                values: dict | None = None):
+    """Build ``cls`` from an optional YAML file (or a dict of ``values``, e.g. a run.json's
+    config), then apply ``key=value`` overrides."""
+    import copy
+
+    values = copy.deepcopy(values) if values is not None else {}
     if path is not None:
         p = Path(path)
         if not p.is_file():

@@ -17,10 +17,13 @@ def _now() -> str:
 
 
 class RunManifest:
-    def __init__(self, run_dir: str | Path, config: dict, seed: int, method: str, resume: bool = False):
-        """``resume``: continue the manifest already in ``run_dir`` (stage seconds add up)."""
+    def __init__(self, run_dir: str | Path, config: dict, seed: int, method: str, resume: bool = False,
+                 record: bool = True):
+        """``resume``: continue the manifest already in ``run_dir`` (stage seconds add up).
+        ``record=False``: keep it in memory only (a job that must not touch the run's manifest)."""
         self.path = Path(run_dir) / "run.json"
-        if resume and self.path.is_file():
+        self.record = record
+        if resume and record and self.path.is_file():
             self.data = json.loads(self.path.read_text(encoding="utf-8"))
             self.data["status"] = "incomplete"
             self.data.setdefault("resumed", []).append(_now())
@@ -32,7 +35,8 @@ class RunManifest:
         self.save()
 
     def save(self) -> None:
-        atomic_write_json(self.path, self.data)
+        if self.record:
+            atomic_write_json(self.path, self.data)
 
     def set(self, key: str, value: Any) -> None:
         self.data[key] = value

@@ -214,19 +214,19 @@ def write_scores(s, scores: dict, columns: dict) -> None:
 
 def _save(s, scores, selector, trainer, before, after) -> None:
     from .data.load import write_jsonl
+    from .eval.heldout import eval_record
+    from .model.load import model_fingerprint
     from .utils import atomic_write_json
 
     cols = selector.columns()
     write_scores(s, scores, cols)
     used = np.flatnonzero(cols["times_used"] > 0)
     write_jsonl([s.samples[s.pool.index[i]] for i in used], s.run_dir / "selected.jsonl")
+    model = s.accelerator.unwrap_model(trainer.model)
     if before is not None:
-        atomic_write_json(s.run_dir / "eval.json", {"base": before, "trained": after,
-                                                    "template": s.cfg.encoding.template or "model's own",
-                                                    "max_length": s.cfg.encoding.max_length,
-                                                    "model_fingerprint": s.base_fp})
+        atomic_write_json(s.run_dir / "eval.json", eval_record(s, before, after, model_fingerprint(
+            model, s.model_path, hash_weights=s.cfg.model.finetuning == "full")))
     if s.accelerator.is_main_process:
-        model = s.accelerator.unwrap_model(trainer.model)
         model.save_pretrained(s.run_dir / "model")
         s.tokenizer.save_pretrained(s.run_dir / "model")
 

@@ -64,15 +64,16 @@ class Session:
     counter: PassCounter = field(default_factory=PassCounter)
 
     @classmethod
-    def open(cls, cfg: RunConfig, method: str, resume: bool = False) -> "Session":
-        """``resume``: keep the run directory's manifest (stage times and pass counts accumulate)."""
+    def open(cls, cfg: RunConfig, method: str, resume: bool = False, record: bool = True) -> "Session":
+        """``resume``: keep the run directory's manifest (stage times and pass counts accumulate).
+        ``record=False``: write no run.json (evaluating a finished run)."""
         from accelerate import Accelerator
         from accelerate.utils import set_seed
 
         run_dir = Path(cfg.output_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
         set_seed(cfg.seed)
-        manifest = RunManifest(run_dir, to_dict(cfg), cfg.seed, method, resume=resume)
+        manifest = RunManifest(run_dir, to_dict(cfg), cfg.seed, method, resume=resume, record=record)
         s = cls(cfg=cfg, run_dir=run_dir, manifest=manifest, accelerator=Accelerator(),
                 counter=PassCounter(manifest.data.get("passes")))
         s.cache = ScoreCache(cache_root(cfg.cache_dir), enabled=cfg.scoring.cache)
