@@ -124,6 +124,15 @@ def test_online_stage_runs_no_forward_pass_over_the_pool(setup, tmp_path, monkey
     assert sum(n for p, n in calls if p == "offline") == 8 + 3 * 40
     man = json.loads((tmp_path / "run" / "run.json").read_text())
     assert "train" not in man["passes"]["forward"]
+    # tokens: every scoring pass over the pool, and every trained sample's full length
+    import pyarrow.parquet as pq
+
+    t = pq.read_table(tmp_path / "run" / "scores.parquet").to_pydict()
+    length = dict(zip(t["id"], t["length"]))
+    assert man["passes"]["forward_tokens"]["loss"] == man["passes"]["forward_tokens"]["warm-loss"] == sum(length.values())
+    trained = [i for r in rows_of(tmp_path / "run") for i in r["selected_ids"]]
+    assert man["passes"]["backward_tokens"]["train"] == sum(length[i] for i in trained)
+    assert not man["passes"]["cached_forward"] and not man["passes"]["cached_backward"]  # a cold cache
 
 
 @pytest.mark.parametrize("method", ["random", "full", "ifd", "loss", "lead-no-idu", "lead-no-bandit", "lead-no-task"])
@@ -186,6 +195,12 @@ def test_a_second_seed_reuses_every_offline_score(setup, tmp_path):
     assert "warmup" not in second["passes"].get("backward", {})
     assert not set(second["passes"]["forward"]) & {"loss", "warm-loss", "warm-loss-alone"}
     assert first["offline"]["warmup"]["fingerprint"] == second["offline"]["warmup"]["fingerprint"]
+    # what the method needs is recorded all the same, as work the cache spared
+    p1, p2 = first["passes"], second["passes"]
+    assert p2["cached_backward"]["warmup"] == 8 and p2["cached_forward"]["warm-loss-alone"] == 40
+    for kind in ("warm-loss", "warm-loss-alone"):
+        need1 = p1["forward_tokens"].get(kind, 0) + p1["cached_forward_tokens"].get(kind, 0)
+        assert need1 == p2["cached_forward_tokens"][kind] > 0
 
 
 def test_run_directory_policy(setup, tmp_path):

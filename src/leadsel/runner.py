@@ -160,7 +160,7 @@ def run(cfg: RunConfig, resume: bool | None = None) -> dict:
 def _round(r: int, idx: np.ndarray, selector, trainer, s) -> dict:
     t0 = time.perf_counter()
     result = trainer.train(idx, desc=f"round {r}" if s.cfg.progress else None)
-    s.counter.add_backward("train", len(idx))
+    s.counter.add_backward("train", len(idx), int(s.pool.lengths[idx].sum()))
     stats = RoundStats(result.sample_lrs, result.delta, result.grad_sum, len(result.steps))
     fields = selector.observe(idx, result.losses, stats)
     used = int((selector.columns()["times_used"] > 0).sum())
@@ -204,7 +204,8 @@ def write_scores(s, scores: dict, columns: dict) -> None:
     table = {"id": s.pool.ids, "source": s.pool.sources,
              "cluster": columns.get("cluster", np.full(n, -1, dtype=np.int32)),
              "ifd": scores.get("ifd", nan), "u0": scores.get("u0", nan), "idu": columns.get("idu", nan),
-             "times_used": columns["times_used"], "first_round": columns["first_round"]}
+             "times_used": columns["times_used"], "first_round": columns["first_round"],
+             "length": np.asarray(s.pool.lengths, dtype=np.int32)}
     for extra in ("tokens", "warm_loss", "warm_loss_alone"):
         if extra in scores:
             table[extra] = scores[extra]

@@ -60,15 +60,19 @@ def warmup_losses(s) -> tuple[np.ndarray, np.ndarray, dict]:
     info = {"size": int(len(subset)), "seed": w.seed, "fingerprint": key, "epochs": w.train.epochs}
     hits = [s.cache.load(kind, pass_fingerprint(key, pool, kind, s.precision), pool.ids) if s.cache.enabled
             else None for kind, pool in (("warm-loss", s.pool), ("warm-loss-alone", alone_pool))]
+    order = np.concatenate([np.random.default_rng([w.seed, e]).permutation(subset) for e in range(w.train.epochs)])
+    tokens = int(s.pool.lengths[order].sum())
     if all(h is not None for h in hits):
+        s.counter.add_backward("warmup", len(order), tokens, cached=True)
+        for kind, pool in (("warm-loss", s.pool), ("warm-loss-alone", alone_pool)):
+            s.counter.add(kind, len(pool), int(pool.lengths.sum()), cached=True)
         return hits[0]["loss"], hits[1]["loss"], {**info, "cached": True}
     set_seed(w.seed)
-    order = np.concatenate([np.random.default_rng([w.seed, e]).permutation(subset) for e in range(w.train.epochs)])
     with temporary_adapter(s.model, w.lora, name="warmup") as model:
         trainer = Trainer(model, s.pool, w.train, s.accelerator, s.pad_id, s.precision,
                           total_steps=steps_for(len(order), w.train, s.accelerator.num_processes), track=False)
         result = trainer.train(order, desc="warm-up training" if s.cfg.progress else None)
-        s.counter.add_backward("warmup", len(order))
+        s.counter.add_backward("warmup", len(order), tokens)
         cond, _ = s.score_with(model, s.pool, "warm-loss", key, desc="warm-up loss L(y|x)")
         alone, _ = s.score_with(model, alone_pool, "warm-loss-alone", key, desc="warm-up loss L(y)")
         del trainer

@@ -37,21 +37,31 @@ def length_batches(lengths: np.ndarray, batch_tokens: int, max_batch_size: int) 
 
 
 class PassCounter:
-    """Sample-passes per stage: forward-only (scoring) and forward+backward (training)."""
+    """Work per stage, for run manifests and cost tables: sample-passes and tokens, forward-only
+    (scoring) and forward+backward (training), plus the work a cache hit spared this run (what the
+    method needs all the same: ``cached_*``)."""
+
+    KEYS = ("forward", "forward_tokens", "backward", "backward_tokens",
+            "cached_forward", "cached_forward_tokens", "cached_backward", "cached_backward_tokens")
 
     def __init__(self, start: dict | None = None):
         start = start or {}
-        self.forward: dict[str, int] = dict(start.get("forward", {}))
-        self.backward: dict[str, int] = dict(start.get("backward", {}))
+        for k in self.KEYS:
+            setattr(self, k, dict(start.get(k, {})))
 
-    def add(self, stage: str, n: int) -> None:
-        self.forward[stage] = self.forward.get(stage, 0) + n
+    def _add(self, prefix: str, stage: str, n: int, tokens: int) -> None:
+        for key, v in ((prefix, n), (prefix + "_tokens", tokens)):
+            d = getattr(self, key)
+            d[stage] = d.get(stage, 0) + int(v)
 
-    def add_backward(self, stage: str, n: int) -> None:
-        self.backward[stage] = self.backward.get(stage, 0) + n
+    def add(self, stage: str, n: int, tokens: int = 0, cached: bool = False) -> None:
+        self._add("cached_forward" if cached else "forward", stage, n, tokens)
+
+    def add_backward(self, stage: str, n: int, tokens: int = 0, cached: bool = False) -> None:
+        self._add("cached_backward" if cached else "backward", stage, n, tokens)
 
     def to_dict(self) -> dict:
-        return {"forward": dict(self.forward), "backward": dict(self.backward)}
+        return {k: dict(getattr(self, k)) for k in self.KEYS}
 
 
 def pass_fingerprint(model_fp: str, pool: EncodedPool, kind: str, precision: str) -> str:
@@ -68,6 +78,8 @@ def loss_pass(model, pool: EncodedPool, *, accelerator, pad_id: int, precision: 
     if cache is not None and fp:
         hit = cache.load(kind, fp, pool.ids)
         if hit is not None:
+            if counter is not None:
+                counter.add(kind, len(pool), int(pool.lengths.sum()), cached=True)
             return hit["loss"], hit["tokens"]
     n = len(pool)
     losses = np.full(n, np.nan, dtype=np.float32)
@@ -98,7 +110,7 @@ def loss_pass(model, pool: EncodedPool, *, accelerator, pad_id: int, precision: 
             scored += len(idx)
             bar.set_postfix(samples=scored, refresh=False)
             if counter is not None:
-                counter.add(kind, len(idx))
+                counter.add(kind, len(idx), int(lengths[idx].sum()))
             if partial is not None and since >= scoring.checkpoint_every:
                 _save_shard(partial, rank, b, buf_idx, buf_loss, buf_cnt)
                 buf_idx, buf_loss, buf_cnt, since = [], [], [], 0
