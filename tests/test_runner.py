@@ -308,3 +308,44 @@ def test_eval_of_a_fully_fine_tuned_run(setup, tmp_path):
         assert again[when]["held"]["loss_per_sample"] == pytest.approx(first[when]["held"]["loss_per_sample"], abs=1e-6)
     assert again["trained"]["held"]["loss_per_sample"] != again["base"]["held"]["loss_per_sample"]
     assert again["trained_fingerprint"] == first["trained_fingerprint"] != again["model_fingerprint"]
+
+
+def test_compare_runs_methods_by_seeds_and_tabulates_them(setup, tmp_path):
+    import csv
+
+    from leadsel.compare import run_comparison
+    from leadsel.config import load_config
+
+    d, ckpt = setup
+    out = tmp_path / "cmp"
+    args = overrides(d, ckpt, out) + ["compare.methods=[lead,random]", "compare.seeds=[3,4]", "budget=0.25"]
+    res = run_comparison(load_config(None, args))
+    runs = {(m, s): json.loads((out / f"{m}-seed{s}" / "run.json").read_text())
+            for m in ("lead", "random") for s in (3, 4)}
+    assert all(r["status"] == "complete" and r["method"] == m and r["seed"] == s for (m, s), r in runs.items())
+    rows = {r["method"]: r for r in csv.DictReader((out / "comparison.csv").open())}
+    for m in ("lead", "random"):
+        vals = [runs[(m, s)]["eval"]["trained"]["mean"]["loss_per_sample"] for s in (3, 4)]
+        assert float(rows[m]["loss_mean"]) == pytest.approx(np.mean(vals), abs=1e-9)
+        assert float(rows[m]["loss_mean_std"]) == pytest.approx(np.std(vals, ddof=1), abs=1e-9)
+        assert float(rows[m]["distinct_trained"]) == 10
+    # cost: LEAD needs the warm-up and three scoring passes; random needs none of them
+    assert float(rows["lead"]["forward_passes"]) == 3 * 40 and float(rows["random"]["forward_passes"]) == 0
+    def flops(run):  # 2 N per scoring token, 6 N per trained token, cached work included
+        p, n = run["passes"], run["model"]["total_parameters"]
+
+        def tok(key, stage):
+            return p[key].get(stage, 0) + p["cached_" + key].get(stage, 0)
+
+        fwd = sum(tok("forward_tokens", k) for k in ("loss", "warm-loss", "warm-loss-alone"))
+        return 2 * n * fwd + 6 * n * (tok("backward_tokens", "warmup") + tok("backward_tokens", "train"))
+
+    want = np.mean([flops(runs[("lead", 3)]), flops(runs[("lead", 4)])])
+    assert float(rows["lead"]["flops"]) == pytest.approx(want, rel=1e-12) and want > 0
+    md = (out / "comparison.md").read_text()
+    assert "| lead | 2 |" in md and "| random | 2 |" in md and "| base |" in md
+    # a second call runs nothing again: every run is complete
+    stamp = {k: (out / f"{m}-seed{s}" / "run.json").stat().st_mtime_ns for k, (m, s) in enumerate(runs)}
+    again = run_comparison(load_config(None, args))
+    assert {k: (out / f"{m}-seed{s}" / "run.json").stat().st_mtime_ns for k, (m, s) in enumerate(runs)} == stamp
+    assert again["table"] == res["table"]

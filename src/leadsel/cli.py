@@ -4,6 +4,8 @@
                                               configs/demo.yaml): held-out loss before and after
     leadsel run CONFIG [key=value ...] [--resume]   a run of any method from a YAML config; an
                                               interrupted run continues when started again
+    leadsel compare CONFIG [key=value ...]    compare.methods x compare.seeds on one pool and budget ->
+                                              comparison.md / .csv (quality and cost); resumable
     leadsel score CONFIG [key=value ...]      only the offline scores the method needs (cached)
     leadsel eval RUN_DIR [--extra F.jsonl] [key=value ...]   held-out loss of a finished run's
                                               trained model and its base model -> eval.json
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 import logging
 import os
 import sys
@@ -79,6 +82,15 @@ def cmd_score(args) -> int:
                                  "first_round": np.full(n, -1, dtype=np.int32)})
     s.manifest.complete()
     print(f"scored {len(s.pool)} samples ({', '.join(sorted(scores))}) -> {s.run_dir / 'scores.parquet'}")
+    return 0
+
+
+def cmd_compare(args) -> int:
+    from .compare import run_comparison
+
+    out = run_comparison(_config(args))
+    print((Path(out["dir"]) / "comparison.md").read_text())
+    print(f"-> {out['dir']}/comparison.md, comparison.csv")
     return 0
 
 
@@ -167,6 +179,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="continue the interrupted run in output_dir (an error if there is none); starting "
                          "a run again into its directory also continues it")
     add("score", cmd_score, "compute (or reuse from the cache) the offline scores of a pool", "required")
+    add("compare", cmd_compare, "run compare.methods x compare.seeds on one pool, model and budget; write "
+        "comparison.md/.csv (held-out loss mean ± std, cost); finished runs are skipped", "required")
     sp = sub.add_parser("eval", help="held-out loss of a finished run's trained model and its base model",
                         description="Held-out loss (per sample and per token) of RUN_DIR's trained model and of its "
                                     "base model on the run's eval sets (and --extra files); writes eval.json.")

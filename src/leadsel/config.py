@@ -197,6 +197,14 @@ class WarmupConfig:
 
 
 @dataclass
+class CompareConfig:
+    methods: list[str] = field(default_factory=lambda: ["lead", "random"])
+    """`leadsel compare`: the methods to run (see `method`), each on every seed."""
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    """`leadsel compare`: the run seeds (`warmup.seed` stays fixed, so offline scores are shared)."""
+
+
+@dataclass
 class RunConfig:
     output_dir: str = "runs/demo"
     """The run directory (run.json, artifacts)."""
@@ -225,6 +233,7 @@ class RunConfig:
     scoring: ScoringConfig = field(default_factory=ScoringConfig)
     warmup: WarmupConfig = field(default_factory=WarmupConfig)
     lead: LeadConfig = field(default_factory=LeadConfig)
+    compare: CompareConfig = field(default_factory=CompareConfig)
 
 
 METHODS = ("lead", "random", "full", "ifd", "loss", "lead-no-idu", "lead-no-bandit", "lead-no-task")
@@ -272,6 +281,11 @@ def count_of(value: float, n: int) -> int:
 
 
 def check_ranges(cfg: Any) -> None:
+    for m in cfg.compare.methods:
+        if m not in METHODS:
+            raise ConfigError(f"compare.methods: {m!r} is not one of {', '.join(METHODS)}")
+    if not cfg.compare.methods or not cfg.compare.seeds:
+        raise ConfigError("compare.methods and compare.seeds must not be empty")
     for key, ok, what in RANGES:
         v = cfg
         for part in key.split("."):

@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 
 # settings that do not change what a run computes; a resumed run may differ in them
 NOT_COMPARED = ("output_dir", "progress", "cache_dir", "model.cache_dir", "scoring.checkpoint_every",
-                "scoring.batch_tokens", "scoring.max_batch_size", "scoring.cache")
+                "scoring.batch_tokens", "scoring.max_batch_size", "scoring.cache", "compare")
 
 
 class RunDirError(ValueError):

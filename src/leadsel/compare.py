@@ -1,0 +1,144 @@
+"""``leadsel compare CONFIG``: several methods x several seeds on one pool, model, recipe and
+budget, and one table of quality and cost.
+
+Each run goes to ``<output_dir>/<method>-seed<seed>/`` and is an ordinary run (so an interrupted
+comparison continues: finished runs are skipped, an interrupted one resumes). Offline scores are
+shared through the cache. The table, written to ``comparison.csv`` and ``comparison.md``, gives per
+method the mean and standard deviation over seeds of the held-out loss per eval set and their
+mean, the budget used, and the cost: wall seconds per stage, forward and backward sample-passes,
+and estimated FLOPs (2·N·tokens per forward token, 6·N·tokens per trained token, N = the model's
+parameters). Costs count the work a method needs, including what it took from the cache
+(``cached_*`` in run.json), so they do not depend on which run scored first; held-out
+evaluation is left out of the cost.
+"""
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from .config import RunConfig
+
+
+def run_dir_of(cfg: RunConfig, method: str, seed: int) -> Path:
+    return Path(cfg.output_dir) / f"{method}-seed{seed}"
+
+
+def run_comparison(cfg: RunConfig) -> dict:
+    from .runner import run
+
+    for method in cfg.compare.methods:
+        for seed in cfg.compare.seeds:
+            sub = dataclasses.replace(cfg, method=method, seed=seed, output_dir=str(run_dir_of(cfg, method, seed)))
+            if cfg.progress:
+                print(f"== {method}, seed {seed} -> {sub.output_dir}", file=sys.stderr, flush=True)
+            run(sub)
+    return write_tables(cfg)
+
+
+def _needed(passes: dict, kind: str, stage_filter) -> tuple[int, int]:
+    """(sample-passes, tokens) a run needed for ``kind`` (forward|backward), done or from the cache."""
+    n = tok = 0
+    for prefix in ("", "cached_"):
+        for stage, v in passes.get(f"{prefix}{kind}", {}).items():
+            if stage_filter(stage):
+                n += v
+                tok += passes.get(f"{prefix}{kind}_tokens", {}).get(stage, 0)
+    return n, tok
+
+
+def run_row(run_dir: Path) -> dict:
+    """The numbers of one finished run."""
+    man = json.loads((run_dir / "run.json").read_text(encoding="utf-8"))
+    if man.get("status") != "complete":
+        raise ValueError(f"{run_dir} is not complete")
+    params = man["model"]["total_parameters"]
+    p = man.get("passes", {})
+    fwd_n, fwd_tok = _needed(p, "forward", lambda st: not st.startswith("eval-"))
+    bwd_n, bwd_tok = _needed(p, "backward", lambda st: True)
+    row = {"method": man["method"], "seed": man["seed"], "budget": man.get("selection", {}).get("budget"),
+           "distinct_trained": man.get("rounds", {}).get("distinct_trained"),
+           "samples_trained": man.get("rounds", {}).get("samples_trained"),
+           "forward_passes": fwd_n, "backward_passes": bwd_n,
+           "flops": 2.0 * params * fwd_tok + 6.0 * params * bwd_tok}
+    for stage, v in man.get("stages", {}).items():
+        row[f"seconds_{stage}"] = v.get("seconds")
+    ev = man.get("eval", {})
+    for name, v in (ev.get("trained") or {}).items():
+        row[f"loss_{name}"] = v["loss_per_sample"]
+    for name, v in (ev.get("base") or {}).items():
+        row[f"base_loss_{name}"] = v["loss_per_sample"]
+    return row
+
+
+def summarise(rows: list[dict], methods: list[str]) -> list[dict]:
+    """Per method: mean and sample std (ddof 1; 0 for one seed) of every numeric field."""
+    out = []
+    for m in methods:
+        mine = [r for r in rows if r["method"] == m]
+        if not mine:
+            continue
+        agg: dict = {"method": m, "seeds": len(mine)}
+        keys = [k for k in mine[0] if k not in ("method", "seed")]
+        for k in keys:
+            vals = np.asarray([r.get(k) for r in mine if r.get(k) is not None], dtype=np.float64)
+            if len(vals) == 0:
+                continue
+            agg[k] = float(vals.mean())
+            agg[f"{k}_std"] = float(vals.std(ddof=1)) if len(vals) > 1 else 0.0
+        out.append(agg)
+    return out
+
+
+def write_tables(cfg: RunConfig) -> dict:
+    from .utils import atomic_write_bytes
+
+    rows = [run_row(run_dir_of(cfg, m, s)) for m in cfg.compare.methods for s in cfg.compare.seeds]
+    table = summarise(rows, cfg.compare.methods)
+    out = Path(cfg.output_dir)
+    fields = sorted({k for t in table for k in t}, key=lambda k: (k not in ("method", "seeds"), k))
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=fields)
+    w.writeheader()
+    w.writerows(table)
+    atomic_write_bytes(out / "comparison.csv", buf.getvalue().encode())
+    atomic_write_bytes(out / "comparison.md", markdown(table, rows).encode())
+    return {"dir": str(out), "table": table, "runs": rows}
+
+
+def _pm(t: dict, k: str, fmt: str = "{:.4f}") -> str:
+    if k not in t:
+        return "–"
+    s = fmt.format(t[k])
+    return s + (" ± " + fmt.format(t[f"{k}_std"]) if t["seeds"] > 1 else "")
+
+
+def markdown(table: list[dict], rows: list[dict]) -> str:
+    sets = sorted({k[5:] for t in table for k in t if k.startswith("loss_") and not k.endswith("_std")} - {"mean"})
+    lines = ["# Comparison", "",
+             "Held-out loss per sample (mean ± std over seeds; lower is better) after training on each "
+             "method's selection. `base` is the model before training.", "",
+             "| method | seeds | distinct trained | mean | " + " | ".join(sets) + " |",
+             "| --- | --- | --- | --- | " + " | ".join("---" for _ in sets) + " |"]
+    base = rows[0] if rows else {}
+    if "base_loss_mean" in base:
+        lines.append("| base | – | 0 | " + f"{base['base_loss_mean']:.4f} | "
+                     + " | ".join(f"{base.get('base_loss_' + s, float('nan')):.4f}" for s in sets) + " |")
+    for t in table:
+        lines.append(f"| {t['method']} | {t['seeds']} | {_pm(t, 'distinct_trained', '{:.0f}')} | "
+                     f"{_pm(t, 'loss_mean')} | " + " | ".join(_pm(t, 'loss_' + s) for s in sets) + " |")
+    stages = [s for s in ("offline", "train", "eval_before", "eval_after")
+              if any(f"seconds_{s}" in t for t in table)]
+    lines += ["", "Cost (mean over seeds): wall seconds per stage; sample-passes and FLOPs the method needs, "
+                  "including work taken from the shared cache; evaluation excluded from passes and FLOPs.", "",
+              "| method | " + " | ".join(f"{s} s" for s in stages) + " | forward passes | backward passes | FLOPs |",
+              "| --- | " + " | ".join("---" for _ in stages) + " | --- | --- | --- |"]
+    for t in table:
+        lines.append(f"| {t['method']} | " + " | ".join(_pm(t, f'seconds_{s}', '{:.1f}') for s in stages)
+                     + f" | {t['forward_passes']:.0f} | {t['backward_passes']:.0f} | {t['flops']:.3g} |")
+    return "\n".join(lines) + "\n"
