@@ -66,7 +66,7 @@ def main(argv: list[str]) -> None:
     plans, r = [], 1
     while (idx := selector.plan(r)) is not None:
         res = lead.train(idx)
-        selector.observe(idx, res.losses, RoundStats(res.sample_lrs, res.delta, res.grad_sum, len(res.steps)))
+        selector.observe(idx, res.losses, RoundStats.of(res))
         plans.append(idx)
         r += 1
     t_lead = t_replay = t_select = t_ckpt = 0.0
@@ -87,8 +87,7 @@ def main(argv: list[str]) -> None:
                     raise RuntimeError(f"round {r}: LEAD chose differently from its recorded run")
                 res = lead.train(idx)
                 t2 = time.perf_counter()
-                selector.observe(idx, res.losses, RoundStats(res.sample_lrs, res.delta, res.grad_sum,
-                                                             len(res.steps)))
+                selector.observe(idx, res.losses, RoundStats.of(res))
                 t3 = time.perf_counter()
                 return t3 - t0, (t1 - t0) + (t3 - t2), idx
 

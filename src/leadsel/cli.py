@@ -56,13 +56,17 @@ def print_summary(out: dict) -> None:
           f"{out['samples_trained']} samples ({out['distinct_trained']} distinct)")
     if out["arms"]:
         print("arms pulled (cluster: rounds): " + ", ".join(f"{k}: {v}" for k, v in out["arms"].items()))
-    b, a = out["before"], out["after"]
-    if b and a:
-        print(f"{'held-out set':<14}{'base loss':>11}{'trained':>10}{'change':>9}")
-        for name in b:
-            x, y = b[name]["loss_per_sample"], a[name]["loss_per_sample"]
-            print(f"{name:<14}{x:>11.4f}{y:>10.4f}{y - x:>+9.4f}")
+    if out["before"] and out["after"]:
+        print_losses(out["before"], out["after"])
     print("seconds per stage: " + ", ".join(f"{k} {v:.1f}" for k, v in out["stages"].items() if v is not None))
+
+
+def print_losses(base: dict, trained: dict) -> None:
+    """Held-out loss per set (mean per sample), base against trained."""
+    print(f"{'held-out set':<14}{'base loss':>11}{'trained':>10}{'change':>9}")
+    for name in base:
+        x, y = base[name]["loss_per_sample"], trained[name]["loss_per_sample"]
+        print(f"{name:<14}{x:>11.4f}{y:>10.4f}{y - x:>+9.4f}")
 
 
 def cmd_score(args) -> int:
@@ -98,11 +102,7 @@ def cmd_eval(args) -> int:
     from .eval.heldout import evaluate_run
 
     out = evaluate_run(args.run_dir, extra=args.extra or [], overrides=args.overrides)
-    b, a = out["base"], out["trained"]
-    print(f"{'held-out set':<14}{'n':>5}{'base loss':>11}{'trained':>10}{'change':>9}   (mean per sample)")
-    for name in b:
-        x, y = b[name]["loss_per_sample"], a[name]["loss_per_sample"]
-        print(f"{name:<14}{b[name].get('n', ''):>5}{x:>11.4f}{y:>10.4f}{y - x:>+9.4f}")
+    print_losses(out["base"], out["trained"])
     print(f"-> {args.run_dir}/eval.json")
     return 0
 

@@ -23,6 +23,7 @@ class RunManifest:
         ``record=False``: keep it in memory only (a job that must not touch the run's manifest)."""
         self.path = Path(run_dir) / "run.json"
         self.record = record
+        self._ticking = None  # (name, seconds()) of the stage in progress
         if resume and record and self.path.is_file():
             self.data = json.loads(self.path.read_text(encoding="utf-8"))
             self.data["status"] = "incomplete"
@@ -70,7 +71,7 @@ class RunManifest:
 
     def tick(self) -> None:
         """Record the running stage's seconds so far (so a killed run keeps the time it spent)."""
-        if getattr(self, "_ticking", None):
+        if self._ticking:
             name, seconds = self._ticking
             self.data["stages"][name]["seconds"] = seconds()
             self.save()

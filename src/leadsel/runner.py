@@ -161,8 +161,7 @@ def _round(r: int, idx: np.ndarray, selector, trainer, s) -> dict:
     t0 = time.perf_counter()
     result = trainer.train(idx, desc=f"round {r}" if s.cfg.progress else None)
     s.counter.add_backward("train", len(idx), int(s.pool.lengths[idx].sum()))
-    stats = RoundStats(result.sample_lrs, result.delta, result.grad_sum, len(result.steps))
-    fields = selector.observe(idx, result.losses, stats)
+    fields = selector.observe(idx, result.losses, RoundStats.of(result))
     used = int((selector.columns()["times_used"] > 0).sum())
     row = {"round": r, "arm": fields.pop("arm", None)}
     for key in ("arm_probs", "arm_values", "reward", "reward_norm"):

@@ -38,6 +38,11 @@ class RoundStats:
     grad_sum: np.ndarray | None       # sum of the steps' flattened trainable gradients
     n_steps: int = 0
 
+    @classmethod
+    def of(cls, result) -> "RoundStats":
+        """From the trainer's ``TrainResult``."""
+        return cls(result.sample_lrs, result.delta, result.grad_sum, len(result.steps))
+
 
 class Selector(Protocol):
     name: str
@@ -75,6 +80,18 @@ class UsageTracker:
     def load_state_dict(self, state: dict) -> None:
         self.times_used = np.asarray(state["times_used"], dtype=np.int32).copy()
         self.first_round = np.asarray(state["first_round"], dtype=np.int32).copy()
+
+
+def id_ranks(ids: list[str]) -> np.ndarray:
+    """Rank of each id in sorted (string) order: what breaks ties between equal scores."""
+    rank = np.empty(len(ids), dtype=np.int64)
+    rank[np.argsort(np.asarray(ids, dtype=str), kind="stable")] = np.arange(len(ids))
+    return rank
+
+
+def ranked(cand: np.ndarray, score: np.ndarray, id_rank: np.ndarray) -> np.ndarray:
+    """``cand`` (pool positions) by ``score`` descending, ties broken by sample id."""
+    return cand[np.lexsort((id_rank[cand], -score[cand]))]
 
 
 def rng_state(rng: np.random.Generator) -> dict:

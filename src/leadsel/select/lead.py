@@ -19,18 +19,11 @@ import math
 import numpy as np
 
 from ..bandit import make_bandit
-from .base import PoolView, RoundStats, UsageTracker, restore_rng, rng_state
+from .base import PoolView, RoundStats, UsageTracker, id_ranks, ranked, restore_rng, rng_state
 from .idu import Correction, RewardScale, correction, cosine, updated_idu
 
 BANDIT_PARAMS = {"exp3": ("gamma",), "exp3s": ("gamma", "alpha"), "ucb1": ("c",), "ucb_beta": ("beta",),
                  "thompson": ("prior_mean", "prior_var", "noise_var"), "uniform": ()}
-
-
-def id_ranks(ids: list[str]) -> np.ndarray:
-    """Rank of each id in sorted order (ties between equal utilities are broken by it)."""
-    rank = np.empty(len(ids), dtype=np.int64)
-    rank[np.argsort(np.asarray(ids, dtype=str), kind="stable")] = np.arange(len(ids))
-    return rank
 
 
 class LeadSelector:
@@ -83,8 +76,8 @@ class LeadSelector:
                               float(self.cos_prev[arm]))
         else:
             corr = Correction(0.0, None, None, 0, "off")
-        picks = [self._top(np.flatnonzero(ok & (self.cluster == arm) & (self.task == t)),
-                           math.ceil(self.cfg.rate * self.stratum_size[(arm, t)]))
+        picks = [self._order(np.flatnonzero(ok & (self.cluster == arm) & (self.task == t)))
+                 [:math.ceil(self.cfg.rate * self.stratum_size[(arm, t)])]
                  for t in np.unique(self.task[ok & (self.cluster == arm)])]
         chosen = self._within_budget(np.concatenate(picks))
         self._pending = {"round": round_index, "arm": arm, "corr": corr, "summary": summary}
@@ -95,17 +88,14 @@ class LeadSelector:
         if self.cfg.sampling == "softmax":
             keys = self.idu[cand] / self.cfg.temperature + self.rng.gumbel(size=len(cand))
             return cand[np.argsort(-keys, kind="stable")]
-        return cand[np.lexsort((self.id_rank[cand], -self.idu[cand]))]
-
-    def _top(self, cand: np.ndarray, q: int) -> np.ndarray:
-        return self._order(cand)[:q]
+        return ranked(cand, self.idu, self.id_rank)
 
     def _within_budget(self, picks: np.ndarray) -> np.ndarray:
         left = self.budget - self.usage.unique_used
         new = picks[self.usage.times_used[picks] == 0]
         if len(new) <= left:
             return picks
-        drop = new[np.lexsort((self.id_rank[new], -self.idu[new]))][left:]
+        drop = ranked(new, self.idu, self.id_rank)[left:]
         return picks[~np.isin(picks, drop)]
 
     # -- observing -----------------------------------------------------------------------------

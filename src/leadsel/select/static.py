@@ -13,9 +13,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import PoolView, RoundStats, UsageTracker, restore_rng, rng_state
+from .base import PoolView, RoundStats, UsageTracker, id_ranks, ranked, restore_rng, rng_state
 from .clusters import valid_ifd
-from .lead import id_ranks
 
 
 def static_subset(method: str, view: PoolView, budget: int, seed: int) -> tuple[np.ndarray, dict]:
@@ -30,16 +29,16 @@ def static_subset(method: str, view: PoolView, budget: int, seed: int) -> tuple[
         score = np.asarray(view.scores["ifd"], dtype=np.float64)
         ok = valid_ifd(score)
         cand = np.flatnonzero(ok)
-        order = cand[np.lexsort((rank[cand], -score[cand]))]
+        order = ranked(cand, score, rank)
         if len(order) < budget:
             rest = np.flatnonzero(~ok)
-            fill = np.where(np.isnan(score[rest]), np.inf, score[rest])
-            order = np.concatenate([order, rest[np.lexsort((rank[rest], fill))]])
+            closest = -np.where(np.isnan(score), np.inf, score)  # lowest flagged IFD first
+            order = np.concatenate([order, ranked(rest, closest, rank)])
         picked = order[:budget]
         return np.sort(picked), {"filled_from_flagged": int((~ok[picked]).sum())}
     if method == "loss":
         score = np.asarray(view.scores["u0"], dtype=np.float64)
-        return np.sort(np.lexsort((rank, -score))[:budget]), {}
+        return np.sort(ranked(np.arange(n), score, rank)[:budget]), {}
     raise ValueError(f"{method!r} is not a static method (random, full, ifd, loss)")
 
 
