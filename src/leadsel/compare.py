@@ -29,11 +29,15 @@ def run_dir_of(cfg: RunConfig, method: str, seed: int) -> Path:
     return Path(cfg.output_dir) / f"{method}-seed{seed}"
 
 
+def seeds_of(cfg: RunConfig, method: str) -> list[int]:
+    return cfg.compare.seeds[:1] if method in cfg.compare.one_seed else list(cfg.compare.seeds)
+
+
 def run_comparison(cfg: RunConfig) -> dict:
     from .runner import run
 
     for method in cfg.compare.methods:
-        for seed in cfg.compare.seeds:
+        for seed in seeds_of(cfg, method):
             sub = dataclasses.replace(cfg, method=method, seed=seed, output_dir=str(run_dir_of(cfg, method, seed)))
             if cfg.progress:
                 print(f"== {method}, seed {seed} -> {sub.output_dir}", file=sys.stderr, flush=True)
@@ -98,7 +102,7 @@ def summarise(rows: list[dict], methods: list[str]) -> list[dict]:
 def write_tables(cfg: RunConfig) -> dict:
     from .utils import atomic_write_bytes
 
-    rows = [run_row(run_dir_of(cfg, m, s)) for m in cfg.compare.methods for s in cfg.compare.seeds]
+    rows = [run_row(run_dir_of(cfg, m, s)) for m in cfg.compare.methods for s in seeds_of(cfg, m)]
     table = summarise(rows, cfg.compare.methods)
     out = Path(cfg.output_dir)
     fields = sorted({k for t in table for k in t}, key=lambda k: (k not in ("method", "seeds"), k))

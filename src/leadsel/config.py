@@ -202,6 +202,9 @@ class CompareConfig:
     """`leadsel compare`: the methods to run (see `method`), each on every seed."""
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
     """`leadsel compare`: the run seeds (`warmup.seed` stays fixed, so offline scores are shared)."""
+    one_seed: list[str] = field(default_factory=list)
+    """`leadsel compare`: methods run on the first seed only (e.g. full, costly and random only in its order);
+    the table shows their seed count."""
 
 
 @dataclass
@@ -226,6 +229,9 @@ class RunConfig:
     """Cap on samples per held-out eval split (0: no cap)."""
     progress: bool = True
     """Progress bars with rate and ETA."""
+    report_to: str = "none"
+    """none | tensorboard: also log per-step and per-round metrics through accelerate's trackers
+    (to <output_dir>/logs; needs the tensorboard package)."""
     data: DataConfig = field(default_factory=DataConfig)
     encoding: EncodingConfig = field(default_factory=EncodingConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -248,6 +254,7 @@ CHOICES = {
     "train.lr_scheduler": ("constant", "linear", "cosine", "step"),
     "scoring.embed_text": ("prompt", "response", "both"),
     "method": METHODS,
+    "report_to": ("none", "tensorboard"),
     "lead.cluster_features": ("ifd", "embedding", "both"),
     "lead.ifd_kind": ("loss_ratio", "ppl_ratio"),
     "lead.sampling": ("topk", "softmax"),
@@ -286,6 +293,9 @@ def check_ranges(cfg: Any) -> None:
             raise ConfigError(f"compare.methods: {m!r} is not one of {', '.join(METHODS)}")
     if not cfg.compare.methods or not cfg.compare.seeds:
         raise ConfigError("compare.methods and compare.seeds must not be empty")
+    for m in cfg.compare.one_seed:
+        if m not in cfg.compare.methods:
+            raise ConfigError(f"compare.one_seed: {m!r} is not in compare.methods")
     for key, ok, what in RANGES:
         v = cfg
         for part in key.split("."):

@@ -32,7 +32,7 @@ from .select import PoolView, RoundStats, build_selector, is_lead, needs
 log = logging.getLogger(__name__)
 
 # settings that do not change what a run computes; a resumed run may differ in them
-NOT_COMPARED = ("output_dir", "progress", "cache_dir", "model.cache_dir", "scoring.checkpoint_every",
+NOT_COMPARED = ("output_dir", "progress", "report_to", "cache_dir", "model.cache_dir", "scoring.checkpoint_every",
                 "scoring.batch_tokens", "scoring.max_batch_size", "scoring.cache", "compare")
 
 
@@ -40,15 +40,23 @@ class RunDirError(ValueError):
     """The output directory holds something this run must not overwrite or cannot resume."""
 
 
-def config_diff(old: dict, new: dict, prefix: str = "") -> list[str]:
+def config_diff(old: dict, new: dict, prefix: str = "", defaults: dict | None = None) -> list[str]:
+    """The differing keys of two run configs, ignoring NOT_COMPARED. A key the old run's config
+    lacks (written by an older leadsel) counts as different only when the new value is not the
+    default, since the old run then behaved as the default does."""
+    if defaults is None:
+        defaults = to_dict(RunConfig()) if not prefix else {}
     out = []
     for k in sorted(set(old) | set(new)):
         key = f"{prefix}{k}"
         if key in NOT_COMPARED:
             continue
         a, b = old.get(k, "<absent>"), new.get(k, "<absent>")
+        d = defaults.get(k, "<absent>") if isinstance(defaults, dict) else "<absent>"
         if isinstance(a, dict) and isinstance(b, dict):
-            out += config_diff(a, b, key + ".")
+            out += config_diff(a, b, key + ".", d if isinstance(d, dict) else {})
+        elif a == "<absent>" and b == d:
+            continue
         elif a != b:
             out.append(f"{key}: {a!r} -> {b!r}")
     return out
@@ -171,7 +179,8 @@ def _round(r: int, idx: np.ndarray, selector, trainer, s) -> dict:
                lr=result.lrs[0] if result.steps else None)
     for key in ("D", "beta", "cos_phi", "delta"):
         row[key] = fields.pop(key, None)
-    row.update(mean_loss=float(result.losses.mean()), n_steps=len(result.steps), **fields,
+    row.update(mean_loss=float(result.losses.mean()), n_steps=len(result.steps),
+               step_losses=[round(st.loss, 5) for st in result.steps], **fields,
                seconds=round(time.perf_counter() - t0, 3))
     return row
 

@@ -125,8 +125,22 @@ class LeadSelector:
         return {"arm": arm, **p["summary"], "reward": reward, "reward_norm": reward_norm, "D": corr.D,
                 "beta": corr.beta, "cos_phi": corr.cos_phi, "rule": corr.rule, "clamped": corr.clamped,
                 "delta": delta, "n_new": n_new, "mean_idu_before": float(before.mean()),
+                "idu_quantiles": self.idu_quantiles(),
                 "tasks": ({self.task_names[i]: int(c) for i, c in enumerate(tasks) if c}
                           if self.cfg.stratify else {"all": int(tasks[0])})}
+
+    QUANTILES = (0.1, 0.25, 0.5, 0.75, 0.9)
+
+    def idu_quantiles(self) -> dict[str, list[float]]:
+        """Per cluster, the 10/25/50/75/90th percentiles of its finite IDU values (the report draws
+        them round by round: a few floats per cluster, whatever the pool size)."""
+        out = {}
+        for k in range(self.n_arms):
+            v = self.idu[self.cluster == k]
+            v = v[np.isfinite(v)]
+            if len(v):
+                out[str(k)] = [round(float(q), 5) for q in np.quantile(v, self.QUANTILES)]
+        return out
 
     def _remember(self, arm: int, delta: float, grad: np.ndarray | None) -> None:
         """Keep the reference visit of ``arm`` and each reference's cosine to this round's gradient."""
