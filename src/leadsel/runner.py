@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import tracking
 from .config import RunConfig, to_dict
 from .select import PoolView, RoundStats, build_selector, is_lead, needs
 
@@ -113,6 +114,7 @@ def run(cfg: RunConfig, resume: bool | None = None) -> dict:
         return summary(Path(cfg.output_dir), already_complete=True)
     s = Session.open(cfg, method=cfg.method, resume=state == "resume")
     m = s.manifest
+    tracking.start(s)
     with m.stage("offline"):
         scores = offline_scores(s, needs(cfg), cfg.lead.ifd_kind)
     set_seed(cfg.seed)  # whether the offline stage ran or hit the cache, the rounds start alike
@@ -123,6 +125,7 @@ def run(cfg: RunConfig, resume: bool | None = None) -> dict:
         with m.stage("eval_before"):
             before = s.evaluate(base=True, label="eval (base)")
         m.set("eval", {"base": before})
+        tracking.log_eval(s, "eval_base", before, 0)
     total = None if is_lead(cfg) else steps_for(len(selector.subset) * cfg.train.epochs, cfg.train,
                                                 s.accelerator.num_processes)
     trainer = Trainer(s.model, s.pool, cfg.train, s.accelerator, s.pad_id, s.precision, total_steps=total,
@@ -157,11 +160,13 @@ def run(cfg: RunConfig, resume: bool | None = None) -> dict:
         with m.stage("eval_after"):
             after = s.evaluate(base=False, label="eval (trained)")
         m.set("eval", {"base": before, "trained": after})
+        tracking.log_eval(s, "eval", after, trainer.global_step)
     with m.stage("save"):
         _save(s, scores, selector, trainer, before, after)
     m.set("passes", s.counter.to_dict())
     m.complete()
     ckpt.remove()
+    tracking.finish(s)
     return summary(s.run_dir)
 
 
@@ -182,6 +187,7 @@ def _round(r: int, idx: np.ndarray, selector, trainer, s) -> dict:
     row.update(mean_loss=float(result.losses.mean()), n_steps=len(result.steps),
                step_losses=[round(st.loss, 5) for st in result.steps], **fields,
                seconds=round(time.perf_counter() - t0, 3))
+    tracking.log_round(s, row, result.steps, trainer.global_step)
     return row
 
 

@@ -74,7 +74,10 @@ class Session:
         run_dir.mkdir(parents=True, exist_ok=True)
         set_seed(cfg.seed)
         manifest = RunManifest(run_dir, to_dict(cfg), cfg.seed, method, resume=resume, record=record)
-        s = cls(cfg=cfg, run_dir=run_dir, manifest=manifest, accelerator=Accelerator(),
+        from .tracking import accelerator_kwargs
+
+        s = cls(cfg=cfg, run_dir=run_dir, manifest=manifest,
+                accelerator=Accelerator(**(accelerator_kwargs(cfg, run_dir) if record else {})),
                 counter=PassCounter(manifest.data.get("passes")))
         s.cache = ScoreCache(cache_root(cfg.cache_dir), enabled=cfg.scoring.cache)
         with s.manifest.stage("model"):
