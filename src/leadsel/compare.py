@@ -69,6 +69,7 @@ def run_row(run_dir: Path) -> dict:
            "distinct_trained": man.get("rounds", {}).get("distinct_trained"),
            "samples_trained": man.get("rounds", {}).get("samples_trained"),
            "forward_passes": fwd_n, "backward_passes": bwd_n,
+           "train_tokens": p.get("backward_tokens", {}).get("train", 0),
            "flops": 2.0 * params * fwd_tok + 6.0 * params * bwd_tok}
     for stage, v in man.get("stages", {}).items():
         row[f"seconds_{stage}"] = v.get("seconds")
@@ -122,20 +123,39 @@ def _pm(t: dict, k: str, fmt: str = "{:.4f}") -> str:
     return s + (" ± " + fmt.format(t[f"{k}_std"]) if t["seeds"] > 1 else "")
 
 
+def versus(table: list[dict], ref: str = "random", key: str = "loss_mean") -> dict[str, tuple[float, float]]:
+    """Per method: its mean ``key`` minus ``ref``'s, and the standard error of that difference
+    (sqrt(s_a²/n_a + s_b²/n_b), sample std over seeds; 0 where a side has one seed)."""
+    r = next((t for t in table if t["method"] == ref), None)
+    if r is None or key not in r:
+        return {}
+    out = {}
+    for t in table:
+        if t["method"] != ref and key in t:
+            se = np.sqrt(t[f"{key}_std"] ** 2 / t["seeds"] + r[f"{key}_std"] ** 2 / r["seeds"])
+            out[t["method"]] = (t[key] - r[key], float(se))
+    return out
+
+
 def markdown(table: list[dict], rows: list[dict]) -> str:
     sets = sorted({k[5:] for t in table for k in t if k.startswith("loss_") and not k.endswith("_std")} - {"mean"})
+    vs = versus(table)
     lines = ["# Comparison", "",
              "Held-out loss per sample (mean ± std over seeds; lower is better) after training on each "
-             "method's selection. `base` is the model before training.", "",
-             "| method | seeds | distinct trained | mean | " + " | ".join(sets) + " |",
-             "| --- | --- | --- | --- | " + " | ".join("---" for _ in sets) + " |"]
+             "method's selection. `base` is the model before training. `vs random`: the method's mean minus "
+             "random's, ± the standard error of that difference. `trained tokens`: response tokens the training "
+             "passes saw (repeats included).", "",
+             "| method | seeds | distinct trained | trained tokens | mean | vs random | " + " | ".join(sets) + " |",
+             "| --- | --- | --- | --- | --- | --- | " + " | ".join("---" for _ in sets) + " |"]
     base = rows[0] if rows else {}
     if "base_loss_mean" in base:
-        lines.append("| base | – | 0 | " + f"{base['base_loss_mean']:.4f} | "
+        lines.append("| base | – | 0 | 0 | " + f"{base['base_loss_mean']:.4f} | – | "
                      + " | ".join(f"{base.get('base_loss_' + s, float('nan')):.4f}" for s in sets) + " |")
     for t in table:
+        v = f"{vs[t['method']][0]:+.4f} ± {vs[t['method']][1]:.4f}" if t["method"] in vs else "–"
         lines.append(f"| {t['method']} | {t['seeds']} | {_pm(t, 'distinct_trained', '{:.0f}')} | "
-                     f"{_pm(t, 'loss_mean')} | " + " | ".join(_pm(t, 'loss_' + s) for s in sets) + " |")
+                     f"{_pm(t, 'train_tokens', '{:.0f}')} | {_pm(t, 'loss_mean')} | {v} | "
+                     + " | ".join(_pm(t, 'loss_' + s) for s in sets) + " |")
     stages = [s for s in ("offline", "train", "eval_before", "eval_after")
               if any(f"seconds_{s}" in t for t in table)]
     lines += ["", "Cost (mean over seeds): wall seconds per stage; sample-passes and FLOPs the method needs, "
@@ -144,5 +164,7 @@ def markdown(table: list[dict], rows: list[dict]) -> str:
               "| --- | " + " | ".join("---" for _ in stages) + " | --- | --- | --- |"]
     for t in table:
         lines.append(f"| {t['method']} | " + " | ".join(_pm(t, f'seconds_{s}', '{:.1f}') for s in stages)
-                     + f" | {t['forward_passes']:.0f} | {t['backward_passes']:.0f} | {t['flops']:.3g} |")
+                     + " | " + " | ".join(format(t[k], f) if k in t else "–" for k, f in
+                                         (("forward_passes", ".0f"), ("backward_passes", ".0f"), ("flops", ".3g")))
+                     + " |")
     return "\n".join(lines) + "\n"
