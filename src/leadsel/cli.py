@@ -9,6 +9,10 @@
     leadsel score CONFIG [key=value ...]      only the offline scores the method needs (cached)
     leadsel eval RUN_DIR [--extra F.jsonl] [key=value ...]   held-out loss of a finished run's
                                               trained model and its base model -> eval.json
+        [--harness T1,T2 [--num-fewshot N] [--harness-limit N] [--harness-batch-size N]
+         [--chat-template] [--harness-include DIR] [--no-heldout]]   and lm-evaluation-harness
+                                              tasks on the trained model, in memory (leadsel[eval])
+    leadsel report RUN_DIR|COMPARISON_DIR [-o FILE]   report.html: plots of the run(s), self-contained
     leadsel validate [CONFIG] [key=value ...] load and encode a pool; report formats, skips, rejects
     leadsel build-pool [CONFIG] [key=value ...]  build the bundled pool and print where it is
     leadsel config [CONFIG] [key=value ...] [--all]  print the resolved config (--all: commented)
@@ -92,19 +96,89 @@ def cmd_score(args) -> int:
 def cmd_compare(args) -> int:
     from .compare import run_comparison
 
+    from .report import write_report
+
     out = run_comparison(_config(args))
     print((Path(out["dir"]) / "comparison.md").read_text())
-    print(f"-> {out['dir']}/comparison.md, comparison.csv")
+    report = write_report(out["dir"])
+    print(f"-> {out['dir']}/comparison.md, comparison.csv, {report.name}")
+    return 0
+
+
+def cmd_report(args) -> int:
+    from .report import write_report
+
+    print(f"-> {write_report(args.path, args.output)}")
     return 0
 
 
 def cmd_eval(args) -> int:
     from .eval.heldout import evaluate_run
 
-    out = evaluate_run(args.run_dir, extra=args.extra or [], overrides=args.overrides)
-    print_losses(out["base"], out["trained"])
+    harness = None
+    if args.allow_download:
+        os.environ["LEADSEL_ALLOW_DOWNLOAD"] = "1"
+    if args.harness:
+        harness = {"tasks": args.harness, "num_fewshot": args.num_fewshot, "limit": args.harness_limit,
+                   "batch_size": args.harness_batch_size, "apply_chat_template": args.chat_template,
+                   "include_path": args.harness_include}
+    else:
+        used = [f for f, v in (("--num-fewshot", args.num_fewshot is not None),
+                               ("--harness-limit", args.harness_limit is not None),
+                               ("--harness-include", args.harness_include), ("--chat-template", args.chat_template),
+                               ("--no-heldout", not args.heldout)) if v]
+        if used:
+            raise ValueError(f"{', '.join(used)} only go with --harness TASKS")
+    out = evaluate_run(args.run_dir, extra=args.extra or [], overrides=args.overrides, harness=harness,
+                       heldout=args.heldout)
+    if out.get("base") and out.get("trained"):
+        print_losses(out["base"], out["trained"])
+    if harness:
+        print_harness(out["harness"])
     print(f"-> {args.run_dir}/eval.json")
     return 0
+
+
+def print_harness(h: dict) -> None:
+    """lm-eval metrics of the trained model, one line per task and metric."""
+    chat = "chat template" if h["apply_chat_template"] else "no chat template"
+    print(f"\nlm-eval {h['lm_eval']} ({chat}, limit {h['limit']}, batch size {h['batch_size']}, {h['device']}, "
+          f"{h['precision']})")
+    print(f"{'task':<28}{'n-shot':>7}  {'metric':<24}{'value':>9}{'stderr':>9}")
+    rows = [(n, t.get("n_shot")) + (t["metrics"],) for n, t in h["tasks"].items()]
+    rows += [(n, "") + (g["metrics"],) for n, g in h.get("groups", {}).items()]
+    for name, shots, metrics in rows:
+        for m, v in metrics.items():
+            if "_stderr" in m or not isinstance(v, (int, float)) or isinstance(v, bool):
+                continue
+            base, _, filt = m.partition(",")
+            err = metrics.get(f"{base}_stderr" + (f",{filt}" if filt else ""))
+            err = f"{err:>9.4f}" if isinstance(err, (int, float)) else f"{'':>9}"
+            print(f"{name:<28}{shots!s:>7}  {m:<24}{v:>9.4f}{err}")
+
+
+def _batch_size(text: str):
+    if text == "auto" or text.startswith("auto:"):
+        return text
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: a positive integer or auto")
+    return n
+
+
+def _int_from(lowest: int):
+    def parse(text: str) -> int:
+        try:
+            n = int(text)
+        except ValueError:
+            n = lowest - 1
+        if n < lowest:
+            raise argparse.ArgumentTypeError(f"{text!r}: an integer >= {lowest}")
+        return n
+    return parse
 
 
 def cmd_validate(args) -> int:
@@ -181,15 +255,50 @@ def build_parser() -> argparse.ArgumentParser:
     add("score", cmd_score, "compute (or reuse from the cache) the offline scores of a pool", "required")
     add("compare", cmd_compare, "run compare.methods x compare.seeds on one pool, model and budget; write "
         "comparison.md/.csv (held-out loss mean ± std, cost); finished runs are skipped", "required")
-    sp = sub.add_parser("eval", help="held-out loss of a finished run's trained model and its base model",
+    sp = sub.add_parser("eval", help="held-out loss of a finished run's trained model and its base model "
+                                     "(and lm-evaluation-harness tasks: --harness)",
                         description="Held-out loss (per sample and per token) of RUN_DIR's trained model and of its "
-                                    "base model on the run's eval sets (and --extra files); writes eval.json.")
+                                    "base model on the run's eval sets (and --extra files); with --harness, also "
+                                    "lm-evaluation-harness tasks on the trained model; writes eval.json.")
     sp.add_argument("run_dir", help="a finished run directory")
     sp.add_argument("--extra", action="append", metavar="FILE",
                     help="another held-out JSONL set (any supported format; repeat the flag for more)")
     sp.add_argument("overrides", nargs="*", metavar="key=value",
                     help="overrides of evaluation settings, e.g. eval_max_samples=0")
+    h = sp.add_argument_group(
+        "lm-evaluation-harness (pip install 'leadsel[eval]')",
+        "Evaluate the trained model, in memory, on lm-eval tasks; the metrics and their settings go to "
+        "eval.json under \"harness\". Runs offline unless --allow-download: a task whose data is on the "
+        "Hugging Face hub then works only if the data is already in the local datasets cache; otherwise write a "
+        "local task (dataset_path: json) and pass its folder with --harness-include.")
+    h.add_argument("--harness", action="append", metavar="TASK1,TASK2",
+                   help="lm-eval task, group or tag names, or task YAML paths, comma-separated (repeatable)")
+    h.add_argument("--num-fewshot", type=_int_from(0), metavar="N",
+                   help="few-shot examples per prompt (default: each task's own, else 0)")
+    h.add_argument("--harness-limit", type=_int_from(1), metavar="N",
+                   help="at most N documents per task (for a quick look; not comparable with full scores)")
+    h.add_argument("--harness-batch-size", type=_batch_size, default=8, metavar="N",
+                   help="batch size of lm-eval's passes, or auto (default 8)")
+    h.add_argument("--chat-template", action=argparse.BooleanOptionalAction, default=False,
+                   help="format prompts with the tokenizer's chat template (the run's template), few-shot "
+                        "examples as turns (default: off)")
+    h.add_argument("--harness-include", action="append", metavar="DIR",
+                   help="a folder of your own lm-eval task YAMLs (repeatable); lm-eval's built-in list is only "
+                        "indexed when a task is not found there")
+    h.add_argument("--allow-download", action="store_true",
+                   help="let lm-eval fetch task data from the Hugging Face hub (off by default: leadsel downloads "
+                        "nothing); the same as LEADSEL_ALLOW_DOWNLOAD=1")
+    h.add_argument("--no-heldout", dest="heldout", action="store_false",
+                   help="only the harness; the held-out losses already in eval.json are kept")
     sp.set_defaults(fn=cmd_eval)
+    sp = sub.add_parser("report", help="report.html with plots of a run or a comparison (self-contained)",
+                        description="Write a self-contained report.html (plots embedded) for a finished run directory "
+                                    "(training loss, bandit arms, IDU per cluster, selection against the pool, held-out "
+                                    "loss, cost) or a comparison directory (held-out loss per method with error bars, "
+                                    "cost per stage, and the same plots for its runs).")
+    sp.add_argument("path", help="a run directory (holding run.json) or a comparison directory (its output_dir)")
+    sp.add_argument("-o", "--output", metavar="FILE", help="where to write (default: PATH/report.html)")
+    sp.set_defaults(fn=cmd_report)
     add("validate", cmd_validate, "load and encode a pool; report formats, skipped and rejected samples",
         "optional")
     add("build-pool", cmd_build_pool, "build the bundled real pool and its held-out splits", "optional")

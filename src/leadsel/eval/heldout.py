@@ -6,6 +6,12 @@ adapter (or model) is loaded from ``RUN_DIR/model``, and every held-out set is s
 bundled per-source eval splits (HumanEval: the canonical solution given the prompt) and any
 ``data.eval_paths``, plus ``--extra`` JSONL files. The result replaces ``eval.json`` and the
 ``eval`` entry of ``run.json``; nothing else in the run directory changes.
+
+``--harness TASKS`` also evaluates the trained model, in memory, on lm-evaluation-harness tasks
+(:mod:`.harness`; the ``eval`` extra); the record goes under ``"harness"`` in both files. The
+tasks are resolved and their data loaded before anything else, so a wrong name fails at once.
+Each part is replaced only when it is computed again: a held-out-only evaluation keeps an
+earlier ``harness`` entry, and ``--no-heldout`` (harness only) keeps the held-out losses.
 """
 from __future__ import annotations
 
@@ -41,7 +47,14 @@ def load_trained(s, model_dir: Path) -> None:
         s.model.load_state_dict(trained.state_dict())
 
 
-def evaluate_run(run_dir: str | Path, extra: list[str] = (), overrides: list[str] = ()) -> dict:
+def evaluate_run(run_dir: str | Path, extra: list[str] = (), overrides: list[str] = (), harness: dict | None = None,
+                 heldout: bool = True) -> dict:
+    """Re-evaluate the finished run in ``run_dir``; the new ``eval.json`` record.
+
+    ``harness``: keyword arguments of :func:`.harness.harness_eval` (``tasks`` required, e.g.
+    ``{"tasks": "arc_easy", "num_fewshot": 0, "limit": 100, "include_path": "my_tasks"}``); its
+    device and precision are the run's. ``heldout=False``: skip the held-out losses (keep the old ones).
+    """
     from ..config import load_config
     from ..model.load import model_fingerprint
     from ..session import Session
@@ -54,17 +67,44 @@ def evaluate_run(run_dir: str | Path, extra: list[str] = (), overrides: list[str
     man = json.loads(manifest_path.read_text(encoding="utf-8"))
     if man.get("status") != "complete":
         raise ValueError(f"{run_dir} holds an incomplete run: finish it first (start the same run again)")
+    if not heldout and not harness:
+        raise ValueError("nothing to evaluate: --no-heldout needs --harness TASKS")
+    if not heldout and extra:
+        raise ValueError("--extra adds a held-out set: it does not go with --no-heldout")
+    prepared, harness_kwargs = None, dict(harness or {})
+    if harness:
+        from .harness import prepare_tasks
+
+        if "tasks" not in harness_kwargs:
+            raise ValueError("harness settings need 'tasks'")
+        # resolve the names and load the task data now: a wrong name fails before the long part
+        prepared = prepare_tasks(harness_kwargs.pop("tasks"), harness_kwargs.pop("include_path", None))
     config = man["config"]
     paths = list(config["data"].get("eval_paths", [])) + [str(Path(p).resolve()) for p in extra]
     cfg = load_config(None, [f"output_dir={run_dir}", *overrides], values=config)
     cfg.data.eval_paths = paths
     s = Session.open(cfg, method=man["method"], record=False)
-    base = s.evaluate(base=True, label="eval (base)")  # before the trained weights: a full model is replaced
+    eval_path = run_dir / "eval.json"
+    old = json.loads(eval_path.read_text(encoding="utf-8")) if eval_path.is_file() else {}
+    # before the trained weights: a full model is replaced
+    base = s.evaluate(base=True, label="eval (base)") if heldout else None
     load_trained(s, run_dir / "model")
-    trained = s.evaluate(base=False, label="eval (trained)")
-    record = eval_record(s, base, trained, model_fingerprint(s.model, s.model_path,
-                                                             hash_weights=cfg.model.finetuning == "full"))
-    atomic_write_json(run_dir / "eval.json", record)
-    man["eval"] = {"base": base, "trained": trained}
+    trained = s.evaluate(base=False, label="eval (trained)") if heldout else None
+    fp = model_fingerprint(s.model, s.model_path, hash_weights=cfg.model.finetuning == "full")
+    record = eval_record(s, base, trained, fp) if heldout else (old or eval_record(s, None, None, fp))
+    entry = {"base": base, "trained": trained} if heldout else dict(man.get("eval") or {})
+    if prepared is not None:
+        from .harness import harness_eval
+
+        h = harness_eval(s.model, s.tokenizer, prepared, **({"precision": s.precision} | harness_kwargs))
+        h["template"] = s.cfg.encoding.template or "model's own"
+        h["trained_fingerprint"] = fp
+        record["harness"] = entry["harness"] = h
+    elif "harness" in old:  # the same trained model: an earlier harness result still holds
+        record["harness"] = old["harness"]
+        if "harness" in (man.get("eval") or {}):
+            entry["harness"] = man["eval"]["harness"]
+    atomic_write_json(eval_path, record)
+    man["eval"] = entry
     atomic_write_json(manifest_path, man)
     return record
