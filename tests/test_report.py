@@ -73,7 +73,7 @@ def test_a_static_run_says_what_it_lacks(comparison):
     text = write_report(comparison / "random-seed3", comparison / "random.html").read_text(encoding="utf-8")
     figs = figures(text)
     assert set(figs) == {"plot-loss", "plot-composition", "plot-heldout", "plot-cost"}
-    assert "random has no bandit" in text and "This method keeps no IDU." in text
+    assert "random uses no bandit." in text and "This method keeps no IDU." in text
 
 
 def test_comparison_report_holds_the_table_and_every_plot(comparison):

@@ -13,7 +13,7 @@ from test_cli import write_pool
 
 ROW_KEYS = {"round", "arm", "arm_probs", "reward", "reward_norm", "n_selected", "selected_ids", "unique_used",
             "lr", "D", "beta", "cos_phi", "delta", "mean_loss", "seconds"}
-TIMING = ("seconds", "checkpoint_seconds")
+TIMING = ("seconds", "checkpoint_seconds", "select_seconds")
 
 
 @pytest.fixture(scope="module")
@@ -233,15 +233,20 @@ def _cli(args, env_extra=None):
                           env=env, timeout=600)
 
 
-def test_killed_run_resumes_to_the_same_result(setup, tmp_path):
+KILL_SETTINGS = {"lead": dict(budget=0.6, lead__rate=0.25, lead__smoothing=0.1),
+                 "iterit": dict(budget=0.25, train__epochs=4)}  # IterIT re-scores a window before rounds 2-4
+
+
+@pytest.mark.parametrize("method", ["lead", "iterit"])
+def test_killed_run_resumes_to_the_same_result(setup, tmp_path, method):
     """A real SIGKILL in the middle of a round, then a restart into the same directory: the same
     round log and bitwise the same final weights as a run that was never interrupted."""
     from safetensors.torch import load_file
 
     d, ckpt = setup
     cfg_file = tmp_path / "cfg.yaml"
-    cfg_file.write_text("method: lead\n")
-    extra = dict(budget=0.6, lead__rate=0.25, lead__smoothing=0.1, model__lora__dropout=0.1, evaluate="false")
+    cfg_file.write_text(f"method: {method}\n")
+    extra = dict(**KILL_SETTINGS[method], model__lora__dropout=0.1, evaluate="false")
     straight, killed = tmp_path / "straight", tmp_path / "killed"
     out = _cli([cfg_file, *overrides(d, ckpt, straight, **extra)])
     assert out.returncode == 0, out.stderr

@@ -73,6 +73,10 @@ def run_row(run_dir: Path) -> dict:
            "flops": 2.0 * params * fwd_tok + 6.0 * params * bwd_tok}
     for stage, v in man.get("stages", {}).items():
         row[f"seconds_{stage}"] = v.get("seconds")
+    rounds = run_dir / "rounds.jsonl"
+    sel = [json.loads(x).get("select_seconds") for x in rounds.read_text(encoding="utf-8").splitlines() if x.strip()]
+    if sel and all(v is not None for v in sel):  # selection inside the rounds (part of the train stage)
+        row["seconds_select"] = float(sum(sel))
     ev = man.get("eval", {})
     for name, v in (ev.get("trained") or {}).items():
         row[f"loss_{name}"] = v["loss_per_sample"]
@@ -156,10 +160,11 @@ def markdown(table: list[dict], rows: list[dict]) -> str:
         lines.append(f"| {t['method']} | {t['seeds']} | {_pm(t, 'distinct_trained', '{:.0f}')} | "
                      f"{_pm(t, 'train_tokens', '{:.0f}')} | {_pm(t, 'loss_mean')} | {v} | "
                      + " | ".join(_pm(t, 'loss_' + s) for s in sets) + " |")
-    stages = [s for s in ("offline", "train", "eval_before", "eval_after")
+    stages = [s for s in ("offline", "train", "select", "eval_before", "eval_after")
               if any(f"seconds_{s}" in t for t in table)]
-    lines += ["", "Cost (mean over seeds): wall seconds per stage; sample-passes and FLOPs the method needs, "
-                  "including work taken from the shared cache; evaluation excluded from passes and FLOPs.", "",
+    lines += ["", "Cost (mean over seeds): wall seconds per stage (`select`: the selection work inside the rounds, "
+                  "part of `train`); sample-passes and FLOPs the method needs, including work taken from the shared "
+                  "cache; evaluation excluded from passes and FLOPs.", "",
               "| method | " + " | ".join(f"{s} s" for s in stages) + " | forward passes | backward passes | FLOPs |",
               "| --- | " + " | ".join("---" for _ in stages) + " | --- | --- | --- |"]
     for t in table:

@@ -197,6 +197,22 @@ class WarmupConfig:
 
 
 @dataclass
+class IterITConfig:
+    """IterIT (ALGORITHMS.md §2): each epoch trains `budget` samples chosen greedily by complexity x
+    diversity; complexity = IFD under the model being trained (IFD >= 1 excluded), diversity =
+    TF-IDF (word 1-3-grams) of the responses. Epochs: `train.epochs` (the paper: 3)."""
+    strategy: str = "iterative"
+    """iterative: before each later epoch, re-score the top update_ratio x budget of the ranking with the
+    current weights and re-select inside it | baseline: select once, before the first epoch."""
+    update_ratio: float = 3.0
+    """Window re-scored before each later epoch, in multiples of the budget (the paper: 3)."""
+    lam: float = 0.1
+    """Column decay of the greedy diversity: after a pick, every n-gram it contains is scaled by lam."""
+    ifd_kind: str = "ppl_ratio"
+    """ppl_ratio (the released code) | loss_ratio."""
+
+
+@dataclass
 class CompareConfig:
     methods: list[str] = field(default_factory=lambda: ["lead", "random"])
     """`leadsel compare`: the methods to run (see `method`), each on every seed."""
@@ -217,7 +233,8 @@ class RunConfig:
     """Score and pool cache. None: $LEADSEL_CACHE or ~/.cache/leadsel."""
     method: str = "lead"
     """lead | random | full | ifd (top budget by warm-up IFD) | loss (top budget by base loss U0) |
-    the LEAD ablations lead-no-idu, lead-no-bandit (uniform arm), lead-no-task (no stratification)."""
+    the LEAD ablations lead-no-idu, lead-no-bandit (uniform arm), lead-no-task (no stratification) |
+    iterit (greedy IFD x diversity, re-scored each epoch; see `iterit`)."""
     budget: float = 0.1
     """Distinct samples trained: a fraction of the pool (<= 1) or a count (> 1). LEAD stops when it is
     reached; static methods train exactly this many."""
@@ -239,10 +256,11 @@ class RunConfig:
     scoring: ScoringConfig = field(default_factory=ScoringConfig)
     warmup: WarmupConfig = field(default_factory=WarmupConfig)
     lead: LeadConfig = field(default_factory=LeadConfig)
+    iterit: IterITConfig = field(default_factory=IterITConfig)
     compare: CompareConfig = field(default_factory=CompareConfig)
 
 
-METHODS = ("lead", "random", "full", "ifd", "loss", "lead-no-idu", "lead-no-bandit", "lead-no-task")
+METHODS = ("lead", "random", "full", "ifd", "loss", "lead-no-idu", "lead-no-bandit", "lead-no-task", "iterit")
 
 CHOICES = {
     "data.format": ("auto", "messages", "alpaca", "sharegpt", "prompt_completion"),
@@ -259,6 +277,8 @@ CHOICES = {
     "lead.ifd_kind": ("loss_ratio", "ppl_ratio"),
     "lead.sampling": ("topk", "softmax"),
     "lead.beta_reference": ("first", "latest"),
+    "iterit.strategy": ("iterative", "baseline"),
+    "iterit.ifd_kind": ("loss_ratio", "ppl_ratio"),
     "lead.bandit.name": ("exp3", "exp3s", "ucb1", "ucb_beta", "thompson", "uniform"),
     "warmup.train.lr_scheduler": ("constant", "linear", "cosine", "step"),
 }
@@ -274,6 +294,8 @@ RANGES = [
     ("lead.max_uses", lambda v: v >= 1, ">= 1"),
     ("lead.smoothing", lambda v: 0 <= v < 1, "in [0, 1)"),
     ("lead.bandit.gamma", lambda v: 0 < v <= 1, "in (0, 1]"),
+    ("iterit.update_ratio", lambda v: v >= 1, ">= 1"),
+    ("iterit.lam", lambda v: 0 <= v <= 1, "in [0, 1]"),
     ("train.learning_rate", lambda v: v >= 0, ">= 0"),
     ("train.per_device_batch_size", lambda v: v >= 1, ">= 1"),
     ("train.gradient_accumulation_steps", lambda v: v >= 1, ">= 1"),

@@ -417,7 +417,7 @@ def run_page(run: Run) -> str:
                 "Top: the cluster (arm) pulled in each round, with how often each was pulled. Bottom: the "
                 "distribution the bandit drew from in that round (EXP3-style) or each arm's value (UCB, "
                 "Thompson); an exhausted arm has probability 0.",
-                plot_bandit(run), f"{run.method} has no bandit: it selects once, statically."),
+                plot_bandit(run), f"{run.method} uses no bandit."),
         _figure("plot-idu", "IDU per cluster over rounds",
                 "Per cluster, the median of its samples' IDU (line), the 25–75th percentile band (dark) and the "
                 "10–90th (light), after each round; ▼ marks the rounds the cluster was pulled. IDU falls where "

@@ -28,7 +28,7 @@ import numpy as np
 
 from . import tracking
 from .config import RunConfig, to_dict
-from .select import PoolView, RoundStats, build_selector, is_lead, needs
+from .select import PoolView, RoundStats, build_selector, is_lead, needs, needs_text
 
 log = logging.getLogger(__name__)
 
@@ -102,6 +102,7 @@ def run(cfg: RunConfig, resume: bool | None = None) -> dict:
     from accelerate.utils import set_seed
 
     from .scoring.offline import offline_scores
+    from .scoring.online import ModelScorer
     from .session import Session
     from .train.checkpoint import Checkpointer
     from .train.trainer import Trainer, steps_for
@@ -118,7 +119,9 @@ def run(cfg: RunConfig, resume: bool | None = None) -> dict:
     with m.stage("offline"):
         scores = offline_scores(s, needs(cfg), cfg.lead.ifd_kind)
     set_seed(cfg.seed)  # whether the offline stage ran or hit the cache, the rounds start alike
-    selector, info = build_selector(cfg, PoolView(s.pool.ids, s.pool.sources, scores))
+    scorer = ModelScorer(s)
+    view = PoolView(s.pool.ids, s.pool.sources, scores, responses=s.responses() if needs_text(cfg) else None)
+    selector, info = build_selector(cfg, view, scorer)
     m.update("selection", **info)
     before = after = None
     if cfg.evaluate:
@@ -126,10 +129,10 @@ def run(cfg: RunConfig, resume: bool | None = None) -> dict:
             before = s.evaluate(base=True, label="eval (base)")
         m.set("eval", {"base": before})
         tracking.log_eval(s, "eval_base", before, 0)
-    total = None if is_lead(cfg) else steps_for(len(selector.subset) * cfg.train.epochs, cfg.train,
-                                                s.accelerator.num_processes)
+    total = None if is_lead(cfg) else steps_for(selector.planned_samples, cfg.train, s.accelerator.num_processes)
     trainer = Trainer(s.model, s.pool, cfg.train, s.accelerator, s.pad_id, s.precision, total_steps=total,
                       on_step=_kill_hook())
+    scorer.attach(trainer)
     ckpt = Checkpointer(s.run_dir)
     rows: list[dict] = []
     start = 1
@@ -141,8 +144,11 @@ def run(cfg: RunConfig, resume: bool | None = None) -> dict:
     _write_rows(s.run_dir, rows)
     with m.stage("train"):
         r = start
-        while (idx := selector.plan(r)) is not None:
-            rows.append(_round(r, idx, selector, trainer, s))
+        while True:
+            t0 = time.perf_counter()
+            if (idx := selector.plan(r)) is None:
+                break
+            rows.append(_round(r, idx, selector, trainer, s, plan_seconds=time.perf_counter() - t0))
             rows[-1]["checkpoint_seconds"] = None  # its own duration is not known when it is saved
             t0 = time.perf_counter()
             ckpt.save(r, model=trainer.model, trainer=trainer, selector_state=selector.state_dict(),
@@ -170,11 +176,13 @@ def run(cfg: RunConfig, resume: bool | None = None) -> dict:
     return summary(s.run_dir)
 
 
-def _round(r: int, idx: np.ndarray, selector, trainer, s) -> dict:
+def _round(r: int, idx: np.ndarray, selector, trainer, s, plan_seconds: float) -> dict:
     t0 = time.perf_counter()
     result = trainer.train(idx, desc=f"round {r}" if s.cfg.progress else None)
     s.counter.add_backward("train", len(idx), int(s.pool.lengths[idx].sum()))
+    t1 = time.perf_counter()
     fields = selector.observe(idx, result.losses, RoundStats.of(result))
+    select_seconds = plan_seconds + time.perf_counter() - t1
     used = int((selector.columns()["times_used"] > 0).sum())
     row = {"round": r, "arm": fields.pop("arm", None)}
     for key in ("arm_probs", "arm_values", "reward", "reward_norm"):
@@ -186,7 +194,7 @@ def _round(r: int, idx: np.ndarray, selector, trainer, s) -> dict:
         row[key] = fields.pop(key, None)
     row.update(mean_loss=float(result.losses.mean()), n_steps=len(result.steps),
                step_losses=[round(st.loss, 5) for st in result.steps], **fields,
-               seconds=round(time.perf_counter() - t0, 3))
+               seconds=round(time.perf_counter() - t0 + plan_seconds, 3), select_seconds=round(select_seconds, 3))
     tracking.log_round(s, row, result.steps, trainer.global_step)
     return row
 
@@ -220,9 +228,11 @@ def write_scores(s, scores: dict, columns: dict) -> None:
              "ifd": scores.get("ifd", nan), "u0": scores.get("u0", nan), "idu": columns.get("idu", nan),
              "times_used": columns["times_used"], "first_round": columns["first_round"],
              "length": np.asarray(s.pool.lengths, dtype=np.int32)}
-    for extra in ("tokens", "warm_loss", "warm_loss_alone"):
+    for extra in ("tokens", "warm_loss", "warm_loss_alone", "u0_alone", "ifd_base"):
         if extra in scores:
             table[extra] = scores[extra]
+    for name, col in columns.items():  # a method's own columns (IterIT: complexity)
+        table.setdefault(name, col)
     with atomic_open(s.run_dir / "scores.parquet") as f:
         pq.write_table(pa.table(table), f)
 

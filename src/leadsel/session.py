@@ -106,6 +106,19 @@ class Session:
                              num_processes=self.accelerator.num_processes, trainable_parameters=trainable,
                              total_parameters=total)
 
+    def alone_pool(self) -> EncodedPool:
+        """The pool's responses encoded without their prompts (for IFD), in pool order; built once."""
+        if getattr(self, "_alone", None) is None:
+            alone = self.encode([self.samples[i] for i in self.pool.index], alone=True)
+            if alone.ids != self.pool.ids:
+                raise RuntimeError("the response-alone encoding rejected samples the full encoding kept")
+            self._alone = alone
+        return self._alone
+
+    def responses(self) -> list[str]:
+        """Each pool sample's response text, in pool order."""
+        return [self.samples[i].response for i in self.pool.index]
+
     def encode(self, samples: list[Sample], alone: bool = False) -> EncodedPool:
         e = self.cfg.encoding
         return encode(samples, self.tokenizer, e.max_length, e.supervise, e.truncation, alone=alone)

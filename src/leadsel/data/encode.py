@@ -59,6 +59,16 @@ class EncodedPool:
     def fingerprint(self) -> str:
         return fingerprint(self.tokens, self.supervised, self.offsets, self.ids)
 
+    def subset(self, indices) -> "EncodedPool":
+        """The samples at ``indices`` (pool positions), in that order, as a pool of their own."""
+        idx = np.asarray(indices, dtype=np.int64)
+        lengths = self.lengths[idx]
+        offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+        # token positions: each sample's start repeated over its length, plus 0..length-1
+        pos = np.repeat(self.offsets[idx] - offsets[:-1], lengths) + np.arange(offsets[-1])
+        return EncodedPool(self.tokens[pos], self.supervised[pos], offsets, self.index[idx],
+                           [self.ids[i] for i in idx], [self.sources[i] for i in idx])
+
     def report(self) -> dict:
         return {"n_encoded": len(self), "rejected": dict(self.rejected), "truncated": self.truncated,
                 "rejected_ids_first": self.rejected_ids[:20],

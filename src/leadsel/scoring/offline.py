@@ -5,6 +5,8 @@
           random subset of the pool (``warmup``), used to score the pool with and without the
           prompt, then removed, so online training starts from the base model
     emb   sentence embeddings (clustering option)
+    ifd_base  IFD under the base model, from u0 and the base loss of the response alone
+          (``u0_alone``): IterIT's complexity before its first epoch (``iterit.ifd_kind``)
 
 Every result is cached by a fingerprint of what produced it (base model, encoded pool, settings),
 so a second seed or method on the same pool scores nothing again. The warm-up subset and adapter
@@ -21,8 +23,11 @@ from .passes import embed_texts, ifd_from_losses, pass_fingerprint
 
 def offline_scores(s, needs: set[str], ifd_kind: str = "loss_ratio") -> dict[str, np.ndarray]:
     out: dict[str, np.ndarray] = {}
-    if "u0" in needs:
+    if needs & {"u0", "ifd_base"}:
         out["u0"], out["tokens"] = s.losses(s.pool, "loss", base=True, desc="base loss U0")
+    if "ifd_base" in needs:  # IFD under the base model (IterIT's epoch-0 complexity)
+        out["u0_alone"], _ = s.losses(s.alone_pool(), "loss-alone", base=True, desc="base loss L(y)")
+        out["ifd_base"] = ifd_from_losses(out["u0"], out["u0_alone"], s.cfg.iterit.ifd_kind)
     if "ifd" in needs:
         cond, alone, info = warmup_losses(s)
         out["warm_loss"], out["warm_loss_alone"] = cond, alone
@@ -54,9 +59,7 @@ def warmup_losses(s) -> tuple[np.ndarray, np.ndarray, dict]:
     subset = warmup_subset(n, w.size, w.seed)
     key = fingerprint("warmup-v1", s.base_fp, s.pool.fingerprint(), to_dict(w), s.cfg.model.finetuning,
                       s.precision, subset)
-    alone_pool = s.encode([s.samples[i] for i in s.pool.index], alone=True)
-    if alone_pool.ids != s.pool.ids:
-        raise RuntimeError("the response-alone encoding rejected samples the full encoding kept")
+    alone_pool = s.alone_pool()
     info = {"size": int(len(subset)), "seed": w.seed, "fingerprint": key, "epochs": w.train.epochs}
     hits = [s.cache.load(kind, pass_fingerprint(key, pool, kind, s.precision), pool.ids) if s.cache.enabled
             else None for kind, pool in (("warm-loss", s.pool), ("warm-loss-alone", alone_pool))]

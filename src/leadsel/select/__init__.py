@@ -1,8 +1,8 @@
 """Selection methods behind one protocol (:mod:`.base`), registered by name.
 
-``lead`` and its ablations (:mod:`.lead`), and the static baselines ``random``, ``full``, ``ifd``,
-``loss`` (:mod:`.static`). ``needs(cfg)`` says which offline scores a method uses, so that a run
-computes (or loads from the cache) only those.
+``lead`` and its ablations (:mod:`.lead`), the static baselines ``random``, ``full``, ``ifd``,
+``loss`` (:mod:`.static`), and the peer ``iterit`` (:mod:`.iterit`). ``needs(cfg)`` says which
+offline scores a method uses, so that a run computes (or loads from the cache) only those.
 """
 from __future__ import annotations
 
@@ -36,11 +36,17 @@ def needs(cfg: RunConfig) -> set[str]:
         feats = cfg.lead.cluster_features
         return {"u0"} | ({"ifd"} if feats in ("ifd", "both") else set()) | (
             {"emb"} if feats in ("embedding", "both") else set())
-    return {"ifd": {"ifd"}, "loss": {"u0"}}.get(cfg.method, set())
+    return {"ifd": {"ifd"}, "loss": {"u0"}, "iterit": {"u0", "ifd_base"}}.get(cfg.method, set())
 
 
-def build_selector(cfg: RunConfig, view: PoolView) -> tuple[Selector, dict]:
-    """(selector, info for run.json)."""
+def needs_text(cfg: RunConfig) -> bool:
+    """Whether the method reads the pool's response texts (IterIT's diversity)."""
+    return cfg.method == "iterit"
+
+
+def build_selector(cfg: RunConfig, view: PoolView, scorer=None) -> tuple[Selector, dict]:
+    """(selector, info for run.json). ``scorer``: a :class:`~leadsel.scoring.online.ModelScorer`
+    for the methods that score with the model being trained (IterIT)."""
     n = len(view)
     budget = count_of(cfg.budget, n)
     if is_lead(cfg):
@@ -51,10 +57,17 @@ def build_selector(cfg: RunConfig, view: PoolView) -> tuple[Selector, dict]:
                                     ifd=view.scores.get("ifd"), emb=view.scores.get("emb"))
         sel = LeadSelector(view, lead, labels, budget, cfg.rounds, cfg.seed)
         return sel, {"budget": budget, "clusters": info, "lead": dataclasses.asdict(lead)}
+    if cfg.method == "iterit":
+        from .iterit import IterITSelector
+
+        if scorer is None or view.responses is None:
+            raise ValueError("iterit needs a model scorer and the pool's responses")
+        sel = IterITSelector(view, cfg.iterit, budget, cfg.train.epochs, cfg.seed, scorer, view.responses)
+        return sel, {"budget": budget, "epochs": cfg.train.epochs, "iterit": dataclasses.asdict(cfg.iterit)}
     from .static import StaticSelector
 
     sel = StaticSelector(cfg.method, view, budget, cfg.train.epochs, cfg.seed)
     return sel, {"budget": len(sel.subset), "epochs": cfg.train.epochs, **sel.info}
 
 
-__all__ = ["PoolView", "RoundStats", "Selector", "build_selector", "needs", "is_lead", "lead_settings"]
+__all__ = ["PoolView", "RoundStats", "Selector", "build_selector", "needs", "needs_text", "is_lead", "lead_settings"]

@@ -1,15 +1,18 @@
 """The Selector protocol: what every selection method implements, and what it is given.
 
 A selector is plain numpy over arrays indexed by pool position. The round loop
-(:mod:`leadsel.rounds`) asks it for a plan, trains on exactly those samples, and hands back the
+(:mod:`leadsel.runner`) asks it for a plan, trains on exactly those samples, and hands back the
 losses the training forwards produced plus the round's first-order statistics. The trainer never
 knows which method is selecting.
 
-    plan(round) -> indices to train this round, or None when the method is done
+    plan(round) -> indices to train this round, or None when the method is done (a method that
+        scores with the model being trained does it here, through its ModelScorer)
     observe(indices, losses, stats) -> the method's fields of this round's log row
     state_dict() / load_state_dict(state) -> everything needed to continue exactly (plain values
         and numpy arrays, including every random generator)
     columns() -> per-sample columns of scores.parquet (times_used, first_round, ...)
+    planned_samples -> samples the method will train in all (for a schedule's length; not LEAD,
+        whose rounds decide as they go)
 """
 from __future__ import annotations
 
@@ -25,6 +28,7 @@ class PoolView:
     ids: list[str]
     sources: list[str]
     scores: dict[str, np.ndarray] = field(default_factory=dict)   # u0, ifd, emb, ... (as computed)
+    responses: list[str] | None = None                               # response texts (IterIT's diversity)
 
     def __len__(self) -> int:
         return len(self.ids)

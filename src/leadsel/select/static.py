@@ -51,6 +51,10 @@ class StaticSelector:
         self.usage = UsageTracker(len(view))
         self._round: int | None = None
 
+    @property
+    def planned_samples(self) -> int:
+        return len(self.subset) * self.epochs
+
     def plan(self, round_index: int) -> np.ndarray | None:
         if round_index > self.epochs:
             return None

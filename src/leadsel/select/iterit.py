@@ -1,0 +1,91 @@
+"""IterIT as a selector (ALGORITHMS.md §2): one round per epoch, each training ``budget`` samples
+chosen greedily by complexity x diversity (:mod:`.iterit_core`).
+
+    round 1      complexity = IFD under the base model (from the offline stage, cached), over the
+                 whole pool; greedy selection of ``budget`` samples; the ranking is kept
+    round r > 1  ``iterative``: the top W = ceil(update_ratio x budget) of the ranking are
+                 re-scored with the current weights (2 forward passes per sample through the
+                 :class:`~leadsel.scoring.online.ModelScorer`, counted in run.json) and the
+                 selection is redone inside that window; ``baseline``: the same subset again
+
+Each round trains its subset once, in a fresh seeded order. ``budget`` is the size of each
+epoch's subset, so the distinct samples trained over all epochs may exceed it (run.json counts
+them). The round's log row adds ``n_scored`` (samples re-scored before it), ``window``,
+``n_candidates`` (samples with IFD < 1 among those ranked) and ``shortfall`` (picks missing when
+fewer candidates than ``budget`` exist). scores.parquet gains ``complexity``: each sample's last
+known IFD.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .base import PoolView, RoundStats, UsageTracker, restore_rng, rng_state
+from .iterit_core import iterit_select, rerank, window
+
+
+class IterITSelector:
+    name = "iterit"
+
+    def __init__(self, view: PoolView, cfg, budget: int, epochs: int, seed: int, scorer, responses: list[str]):
+        self.cfg = cfg
+        self.n = int(budget)
+        self.epochs = int(epochs)
+        self.scorer = scorer
+        self.responses = responses
+        self.complexity = np.asarray(view.scores["ifd_base"], dtype=np.float64).copy()
+        self.rng = np.random.default_rng([seed, 2])
+        self.usage = UsageTracker(len(view))
+        self.ranking: np.ndarray | None = None
+        self.picks: np.ndarray | None = None
+        self._pending: dict | None = None
+
+    @property
+    def planned_samples(self) -> int:
+        return self.n * self.epochs
+
+    def plan(self, round_index: int) -> np.ndarray | None:
+        if round_index > self.epochs:
+            return None
+        scored = 0
+        if self.ranking is None:
+            picks, info = iterit_select(self.complexity, self.responses, self.n, self.cfg.lam)
+        elif self.cfg.strategy == "baseline":
+            picks, info = self.picks, self._last
+        else:
+            w = window(self.ranking, self.n, self.cfg.update_ratio)
+            new = self.scorer.ifd(w, self.cfg.ifd_kind, desc=f"round {round_index}: re-scoring {len(w)}")
+            self.complexity[w] = new
+            scored = len(w)
+            picks, info = rerank(w, new, self.responses, self.n, self.cfg.lam, ranking=self.ranking)
+        self.ranking, self.picks = np.asarray(info["ranking"], dtype=np.int64), np.asarray(picks, dtype=np.int64)
+        self._last = {k: info[k] for k in ("n_candidates", "shortfall", "ranking")}
+        self._pending = {"round": round_index, "n_scored": scored, "window": scored or None,
+                         "n_candidates": int(info["n_candidates"]), "shortfall": int(info["shortfall"])}
+        return self.rng.permutation(self.picks)
+
+    def observe(self, indices: np.ndarray, losses: np.ndarray, stats: RoundStats) -> dict:
+        p, self._pending = self._pending, None
+        if p is None:
+            raise RuntimeError("observe() without a plan()")
+        n_new = int((self.usage.times_used[indices] == 0).sum())
+        self.usage.record(np.asarray(indices, dtype=np.int64), p.pop("round"))
+        return {"arm": None, "delta": float(stats.delta) if np.isfinite(stats.delta) else None, "n_new": n_new, **p}
+
+    def columns(self) -> dict[str, np.ndarray]:
+        return {"times_used": self.usage.times_used, "first_round": self.usage.first_round,
+                "complexity": self.complexity.astype(np.float32)}
+
+    def state_dict(self) -> dict:
+        return {"usage": self.usage.state_dict(), "rng": rng_state(self.rng), "complexity": self.complexity.copy(),
+                "ranking": None if self.ranking is None else self.ranking.copy(),
+                "picks": None if self.picks is None else self.picks.copy(),
+                "last": None if self.ranking is None else {k: (np.asarray(v).copy() if k == "ranking" else int(v))
+                                                           for k, v in self._last.items()}}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.usage.load_state_dict(state["usage"])
+        self.rng = restore_rng(state["rng"])
+        self.complexity = np.asarray(state["complexity"], dtype=np.float64).copy()
+        self.ranking = None if state["ranking"] is None else np.asarray(state["ranking"], dtype=np.int64).copy()
+        self.picks = None if state["picks"] is None else np.asarray(state["picks"], dtype=np.int64).copy()
+        self._last = state["last"]
