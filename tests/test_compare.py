@@ -38,3 +38,26 @@ def test_no_random_no_difference_column_values():
     table = summarise(ROWS[:2], ["lead"])
     assert versus(table) == {}
     assert "| lead | 2 | 10 ± 0 | 110 ± 14 | 2.1000 ± 0.1414 | – |" in markdown(table, ROWS[:2])
+
+
+def test_selection_profile_by_hand(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from leadsel.compare import pool_u0, selection_profile
+
+    run = tmp_path / "run"
+    run.mkdir()
+    pq.write_table(pa.table({"id": ["a", "b", "c", "d"], "source": ["x", "x", "y", "y"], "times_used": [2, 0, 1, 0],
+                             "length": [10, 20, 30, 40], "u0": [4.0, 1.0, 3.0, 2.0]}), run / "scores.parquet")
+    u0 = pool_u0([run])
+    assert u0 == {"a": 4.0, "b": 1.0, "c": 3.0, "d": 2.0}
+    prof = selection_profile(run, u0)
+    # trained: a and c. Shares 1/2 each; mean length (10 + 30) / 2 = 20; U0 ranks b<d<c<a, so the
+    # percentiles (rank + 0.5)/4 x 100 are a 87.5, c 62.5: mean 75
+    assert prof == {"share_x": 0.5, "share_y": 0.5, "mean_length": 20.0, "u0_percentile": 75.0}
+    nan = tmp_path / "nan"
+    nan.mkdir()
+    pq.write_table(pa.table({"id": ["a"], "source": ["x"], "times_used": [1], "length": [5],
+                             "u0": [float("nan")]}), nan / "scores.parquet")
+    assert pool_u0([nan]) is None and "u0_percentile" not in selection_profile(nan, None)

@@ -85,6 +85,38 @@ def run_row(run_dir: Path) -> dict:
     return row
 
 
+def pool_u0(run_dirs: list[Path]) -> dict[str, float] | None:
+    """Base-model loss U0 by sample id, from the first run that computed it (every run of a
+    comparison has the same pool and base model)."""
+    import pyarrow.parquet as pq
+
+    for d in run_dirs:
+        f = d / "scores.parquet"
+        if f.is_file():
+            t = pq.read_table(f, columns=["id", "u0"]).to_pydict()
+            if not any(v != v or v is None for v in t["u0"]):  # a run that scored U0 has no NaN
+                return dict(zip(t["id"], t["u0"]))
+    return None
+
+
+def selection_profile(run_dir: Path, u0: dict[str, float] | None) -> dict:
+    """What a run trained on: each source's share of its distinct samples, their mean length in
+    tokens, and their mean U0 percentile within the pool (50 = the pool's median)."""
+    import pyarrow.parquet as pq
+
+    t = pq.read_table(run_dir / "scores.parquet", columns=["id", "source", "times_used", "length"]).to_pydict()
+    used = [i for i, n in enumerate(t["times_used"]) if n > 0]
+    if not used:
+        return {}
+    out = {f"share_{src}": sum(t["source"][i] == src for i in used) / len(used) for src in sorted(set(t["source"]))}
+    out["mean_length"] = float(np.mean([t["length"][i] for i in used]))
+    if u0 is not None:
+        vals = np.asarray([u0[i] for i in t["id"]], dtype=np.float64)
+        pct = 100.0 * (np.argsort(np.argsort(vals, kind="stable"), kind="stable") + 0.5) / len(vals)
+        out["u0_percentile"] = float(pct[used].mean())
+    return out
+
+
 def summarise(rows: list[dict], methods: list[str]) -> list[dict]:
     """Per method: mean and sample std (ddof 1; 0 for one seed) of every numeric field."""
     out = []
@@ -107,7 +139,9 @@ def summarise(rows: list[dict], methods: list[str]) -> list[dict]:
 def write_tables(cfg: RunConfig) -> dict:
     from .utils import atomic_write_bytes
 
-    rows = [run_row(run_dir_of(cfg, m, s)) for m in cfg.compare.methods for s in seeds_of(cfg, m)]
+    dirs = [run_dir_of(cfg, m, s) for m in cfg.compare.methods for s in seeds_of(cfg, m)]
+    u0 = pool_u0(dirs)
+    rows = [{**run_row(d), **selection_profile(d, u0)} for d in dirs]
     table = summarise(rows, cfg.compare.methods)
     out = Path(cfg.output_dir)
     fields = sorted({k for t in table for k in t}, key=lambda k: (k not in ("method", "seeds"), k))
@@ -160,6 +194,16 @@ def markdown(table: list[dict], rows: list[dict]) -> str:
         lines.append(f"| {t['method']} | {t['seeds']} | {_pm(t, 'distinct_trained', '{:.0f}')} | "
                      f"{_pm(t, 'train_tokens', '{:.0f}')} | {_pm(t, 'loss_mean')} | {v} | "
                      + " | ".join(_pm(t, 'loss_' + s) for s in sets) + " |")
+    shares = sorted({k for t in table for k in t if k.startswith("share_") and not k.endswith("_std")})
+    if shares:
+        lines += ["", "What each method trained on (mean over seeds): each source's share of the distinct samples, "
+                      "their mean length in tokens, and their mean percentile of base-model loss U0 in the pool "
+                      "(50: the pool's median).", "",
+                  "| method | mean length | U0 percentile | " + " | ".join(k[6:] for k in shares) + " |",
+                  "| --- | --- | --- | " + " | ".join("---" for _ in shares) + " |"]
+        for t in table:
+            lines.append(f"| {t['method']} | {_pm(t, 'mean_length', '{:.0f}')} | {_pm(t, 'u0_percentile', '{:.1f}')} | "
+                         + " | ".join(_pm(t, k, '{:.0%}') for k in shares) + " |")
     stages = [s for s in ("offline", "train", "select", "eval_before", "eval_after")
               if any(f"seconds_{s}" in t for t in table)]
     lines += ["", "Cost (mean over seeds): wall seconds per stage (`select`: the selection work inside the rounds, "
