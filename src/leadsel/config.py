@@ -36,6 +36,9 @@ class DataConfig:
     """Split to use when a path is a saved DatasetDict."""
     eval_paths: list[str] = field(default_factory=list)
     """Extra held-out JSONL sets to evaluate on (any supported format)."""
+    val_paths: list[str] = field(default_factory=list)
+    """Validation examples of the target tasks, for the targeted methods (one JSONL file per task). Empty
+    with the bundled pool: each source's val split. A set overlapping an eval set is refused."""
     bundled: BundledPoolConfig = field(default_factory=BundledPoolConfig)
     """The bundled real pool, used when `paths` is empty."""
 

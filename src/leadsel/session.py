@@ -60,6 +60,9 @@ class Session:
     samples: list[Sample] = field(default_factory=list)
     pool: EncodedPool | None = None
     evals: list[EvalSet] = field(default_factory=list)
+    eval_paths: dict[str, Path] = field(default_factory=dict)
+    bundled_vals: dict[str, Path] = field(default_factory=dict)
+    _vals: list[EvalSet] | None = None
     cache: ScoreCache | None = None
     counter: PassCounter = field(default_factory=PassCounter)
 
@@ -131,9 +134,11 @@ class Session:
         else:
             built = build_bundled(self.cfg, self.tokenizer)
             paths, eval_paths = [str(built.pool)], dict(built.evals)
+            self.bundled_vals = dict(built.vals)
             self.manifest.update("data", bundled=built.stats)
         for p in dc.eval_paths:
             eval_paths[Path(p).name.split(".")[0]] = Path(p)
+        self.eval_paths = eval_paths
         self.samples, report = load_pool(paths, fmt=dc.format, on_error=dc.on_error, split=dc.split)
         self.pool = self.encode(self.samples)
         self.manifest.update("data", load=report.to_dict(), encoding=self.pool.report(),
@@ -156,6 +161,37 @@ class Session:
             self.evals.append(EvalSet(name, samples, enc))
             self.manifest.update("data", **{f"eval_{name}": {"n": len(enc), "rejected": enc.rejected,
                                                              "skipped": rep.skipped}})
+
+    def validation_sets(self) -> list[EvalSet]:
+        """The targeted methods' validation examples, one set per task: ``data.val_paths`` (a task
+        per file, named by its stem) or, with the bundled pool, each source's val split. A set that
+        shares content with an evaluation set (the whole file, not only the evaluated part) is
+        refused: validation examples must never come from a test set."""
+        if self._vals is not None:
+            return self._vals
+        dc = self.cfg.data
+        paths = {Path(p).name.split(".")[0]: Path(p) for p in dc.val_paths} or dict(self.bundled_vals)
+        if not paths:
+            raise ValueError(f"method {self.cfg.method} selects for a target task and needs its validation examples: "
+                             "set data.val_paths (JSONL files, one per task)")
+        eval_keys: dict[str, str] = {}
+        for name, path in self.eval_paths.items():
+            samples, _ = load_pool([path], fmt="auto", on_error=self.cfg.data.on_error)
+            eval_keys.update((_key(x), str(path)) for x in samples)
+        vals, info = [], {}
+        for name, path in sorted(paths.items()):
+            samples, rep = load_pool([path], fmt="auto", on_error=dc.on_error)
+            leaked = [(x.id, eval_keys[_key(x)]) for x in samples if _key(x) in eval_keys]
+            if leaked:
+                raise ValueError(f"validation set {path} has {len(leaked)} samples that are also in an evaluation set "
+                                 f"(e.g. {leaked[0][0]} in {leaked[0][1]}); validation examples must never come from "
+                                 "a test set")
+            enc = self.encode(samples)
+            vals.append(EvalSet(name, samples, enc))
+            info[name] = {"n": len(enc), "rejected": enc.rejected, "skipped": rep.skipped}
+        self.manifest.update("data", validation=info)
+        self._vals = vals
+        return vals
 
     # -- passes -------------------------------------------------------------------------------
     def losses(self, pool: EncodedPool, kind: str, *, base: bool, desc: str) -> tuple[np.ndarray, np.ndarray]:
