@@ -216,6 +216,45 @@ class IterITConfig:
 
 
 @dataclass
+class GradsConfig:
+    """LESS-style gradient features (ALGORITHMS.md §3.1), for clusterucb, dynamic: the per-sample gradient
+    of the loss w.r.t. the trainable (LoRA) weights, projected, Adam-preconditioned for pool samples
+    (plain for validation samples), L2-normalised."""
+    dim: int = 1024
+    """Projected dimension (the papers: 8192)."""
+    projection: str = "sparse"
+    """sparse (sparse JL, 4 signs per input coordinate; fast) | rademacher (dense +-1, generated block-wise)."""
+    seed: int = 0
+    """Seed of the projection."""
+    adam_variant: str = "bias_corrected"
+    """bias_corrected (the paper) | released (no bias correction, eps inside the root, as the released code)."""
+    batch_size: int = 8
+    """Samples per per-sample-gradient batch."""
+
+
+@dataclass
+class TargetedConfig:
+    """ClusterUCB and Dynamic (ALGORITHMS.md §3.2-3.3): they select for the target tasks of the validation
+    sets (data.val_paths, or the bundled val splits). After a warm-up, each of `train.epochs` epochs trains
+    `budget` samples chosen at the current checkpoint: Dynamic scores the whole pool, ClusterUCB draws
+    `draws` x pool through a bandit over gradient clusters."""
+    warmup_steps: int = 20
+    """Optimizer steps on random samples before the first selection (the paper: 20)."""
+    k: Optional[int] = None
+    """ClusterUCB: number of gradient clusters (required)."""
+    iters: int = 20
+    """ClusterUCB: spherical k-means iterations."""
+    csp: float = 0.05
+    """ClusterUCB: cold start, the share of each cluster drawn first (at least one sample each)."""
+    draws: float = 0.2
+    """ClusterUCB: samples scored per selection, as a share of the pool (cold start included)."""
+    policy: str = "ucb_beta"
+    """ClusterUCB arm values: ucb_beta (mean + beta std) | ucb1 | thresh_hard | thresh_normal."""
+    beta: float = 1.0
+    """ClusterUCB: beta of ucb_beta."""
+
+
+@dataclass
 class CompareConfig:
     methods: list[str] = field(default_factory=lambda: ["lead", "random"])
     """`leadsel compare`: the methods to run (see `method`), each on every seed."""
@@ -237,7 +276,8 @@ class RunConfig:
     method: str = "lead"
     """lead | random | full | ifd (top budget by warm-up IFD) | loss (top budget by base loss U0) |
     the LEAD ablations lead-no-idu, lead-no-bandit (uniform arm), lead-no-task (no stratification) |
-    iterit (greedy IFD x diversity, re-scored each epoch; see `iterit`)."""
+    iterit (greedy IFD x diversity, re-scored each epoch; see `iterit`) | dynamic, clusterucb (gradient
+    selection for the validation tasks, each epoch; see `targeted`, `grads`)."""
     budget: float = 0.1
     """Distinct samples trained: a fraction of the pool (<= 1) or a count (> 1). LEAD stops when it is
     reached; static methods train exactly this many."""
@@ -260,10 +300,13 @@ class RunConfig:
     warmup: WarmupConfig = field(default_factory=WarmupConfig)
     lead: LeadConfig = field(default_factory=LeadConfig)
     iterit: IterITConfig = field(default_factory=IterITConfig)
+    grads: GradsConfig = field(default_factory=GradsConfig)
+    targeted: TargetedConfig = field(default_factory=TargetedConfig)
     compare: CompareConfig = field(default_factory=CompareConfig)
 
 
-METHODS = ("lead", "random", "full", "ifd", "loss", "lead-no-idu", "lead-no-bandit", "lead-no-task", "iterit")
+METHODS = ("lead", "random", "full", "ifd", "loss", "lead-no-idu", "lead-no-bandit", "lead-no-task", "iterit", "dynamic",
+           "clusterucb")
 
 CHOICES = {
     "data.format": ("auto", "messages", "alpaca", "sharegpt", "prompt_completion"),
@@ -282,6 +325,9 @@ CHOICES = {
     "lead.beta_reference": ("first", "latest"),
     "iterit.strategy": ("iterative", "baseline"),
     "iterit.ifd_kind": ("loss_ratio", "ppl_ratio"),
+    "grads.projection": ("sparse", "rademacher"),
+    "grads.adam_variant": ("bias_corrected", "released"),
+    "targeted.policy": ("ucb_beta", "ucb1", "thresh_hard", "thresh_normal"),
     "lead.bandit.name": ("exp3", "exp3s", "ucb1", "ucb_beta", "thompson", "uniform"),
     "warmup.train.lr_scheduler": ("constant", "linear", "cosine", "step"),
 }
@@ -299,6 +345,13 @@ RANGES = [
     ("lead.bandit.gamma", lambda v: 0 < v <= 1, "in (0, 1]"),
     ("iterit.update_ratio", lambda v: v >= 1, ">= 1"),
     ("iterit.lam", lambda v: 0 <= v <= 1, "in [0, 1]"),
+    ("grads.dim", lambda v: v >= 1, ">= 1"),
+    ("grads.batch_size", lambda v: v >= 1, ">= 1"),
+    ("targeted.warmup_steps", lambda v: v >= 0, ">= 0"),
+    ("targeted.k", lambda v: v is None or v >= 1, ">= 1"),
+    ("targeted.iters", lambda v: v >= 1, ">= 1"),
+    ("targeted.csp", lambda v: 0 <= v < 1, "in [0, 1)"),
+    ("targeted.draws", lambda v: 0 < v <= 1, "in (0, 1]"),
     ("train.learning_rate", lambda v: v >= 0, ">= 0"),
     ("train.per_device_batch_size", lambda v: v >= 1, ">= 1"),
     ("train.gradient_accumulation_steps", lambda v: v >= 1, ">= 1"),

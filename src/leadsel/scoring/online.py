@@ -3,8 +3,9 @@
 LEAD never calls this: its utilities come from the training forwards. The peers do, and that is
 exactly the cost LEAD claims to save, so every pass made here is a real pass over the samples
 asked for, counted in ``run.json`` under the stages ``select-loss`` / ``select-loss-alone``
-(forward sample-passes and tokens), never taken from a cache (the weights change every round),
-and timed (``seconds``).
+(IFD: forward sample-passes and tokens), ``select-grad`` / ``select-grad-val`` (gradient features:
+one forward and one backward per sample), never taken from a cache (the weights change every
+round), and timed (``seconds``).
 
 The selector holds a :class:`ModelScorer` and calls it from ``plan()``; the round loop attaches
 the trainer once it exists. The selection logic stays plain numpy: it receives arrays back.
@@ -24,6 +25,7 @@ class ModelScorer:
 
     def attach(self, trainer) -> None:
         self.trainer = trainer
+        self._projection = None
 
     @property
     def model(self):
@@ -43,3 +45,48 @@ class ModelScorer:
                                      f"{desc} L(y)")
         self.seconds += time.perf_counter() - t0
         return ifd_from_losses(cond, alone, kind)
+
+    def projection(self):
+        if getattr(self, "_projection", None) is None:
+            from .projection import make_projection
+
+            g = self.s.cfg.grads
+            n = sum(p.numel() for p in self.model.parameters() if p.requires_grad)
+            self._projection = make_projection(g.projection, n, g.dim, g.seed)
+        return self._projection
+
+    def grad_features(self, pool, indices: np.ndarray, *, precondition: bool, stage: str, desc: str) -> np.ndarray:
+        """L2-normalised projected gradients of ``pool``'s samples at ``indices`` under the current
+        weights; Adam-preconditioned with the trainer's optimizer state when ``precondition``."""
+        from .grads import gradient_features
+
+        t0 = time.perf_counter()
+        g = self.s.cfg.grads
+        out = gradient_features(self.model, pool, np.asarray(indices, dtype=np.int64), pad_id=self.s.pad_id,
+                                projection=self.projection(), optimizer=self.trainer.optimizer if precondition else None,
+                                adam_variant=g.adam_variant, max_batch_size=g.batch_size,
+                                batch_tokens=self.s.cfg.scoring.batch_tokens, precision=self.s.precision,
+                                progress=self.s.cfg.progress, counter=self.s.counter, stage=stage, desc=desc)
+        self.s.manifest.set("passes", self.s.counter.to_dict())
+        self.seconds += time.perf_counter() - t0
+        return out
+
+    def target_scores(self, indices: np.ndarray, desc: str = "gradient scores") -> np.ndarray:
+        """LESS scores of the pool samples at ``indices`` for the validation tasks, at the current
+        checkpoint: per task the mean cosine of the (Adam-preconditioned) sample gradient to the
+        task's (plain) validation gradients, max over tasks; in [-1, 1]."""
+        from .grads import less_scores
+
+        feats = self.grad_features(self.s.pool, indices, precondition=True, stage="select-grad", desc=desc)
+        return less_scores(feats, self.val_features())
+
+    def val_features(self) -> dict[str, np.ndarray]:
+        """Plain gradient features of every validation set at the current weights (computed once
+        per optimizer step count: the weights only change when training steps)."""
+        step = self.trainer.global_step
+        if getattr(self, "_val_step", None) != step:
+            self._val = {v.name: self.grad_features(v.encoded, np.arange(len(v.encoded)), precondition=False,
+                                                    stage="select-grad-val", desc=f"validation gradients {v.name}")
+                         for v in self.s.validation_sets()}
+            self._val_step = step
+        return self._val

@@ -1,7 +1,8 @@
 """Selection methods behind one protocol (:mod:`.base`), registered by name.
 
 ``lead`` and its ablations (:mod:`.lead`), the static baselines ``random``, ``full``, ``ifd``,
-``loss`` (:mod:`.static`), and the peer ``iterit`` (:mod:`.iterit`). ``needs(cfg)`` says which
+``loss`` (:mod:`.static`), and the peers ``iterit`` (:mod:`.iterit`), ``dynamic`` and
+``clusterucb`` (:mod:`.gradient`). ``needs(cfg)`` says which
 offline scores a method uses, so that a run computes (or loads from the cache) only those.
 """
 from __future__ import annotations
@@ -64,6 +65,19 @@ def build_selector(cfg: RunConfig, view: PoolView, scorer=None) -> tuple[Selecto
             raise ValueError("iterit needs a model scorer and the pool's responses")
         sel = IterITSelector(view, cfg.iterit, budget, cfg.train.epochs, cfg.seed, scorer, view.responses)
         return sel, {"budget": budget, "epochs": cfg.train.epochs, "iterit": dataclasses.asdict(cfg.iterit)}
+    if cfg.method in ("dynamic", "clusterucb"):
+        from .gradient import GradientSelector
+
+        if scorer is None:
+            raise ValueError(f"{cfg.method} needs a model scorer")
+        if cfg.method == "clusterucb" and budget > cfg.targeted.draws * n:
+            raise ValueError(f"clusterucb trains the top budget ({budget}) of the samples it draws each epoch "
+                             f"(targeted.draws x pool = {cfg.targeted.draws * n:g}): raise targeted.draws or lower budget")
+        t = cfg.train
+        warm = cfg.targeted.warmup_steps * t.per_device_batch_size * t.gradient_accumulation_steps
+        sel = GradientSelector(cfg.method, view, cfg.targeted, budget, t.epochs, cfg.seed, scorer, warm)
+        return sel, {"budget": budget, "epochs": t.epochs, "warmup_samples": sel.warmup,
+                     "targeted": dataclasses.asdict(cfg.targeted), "grads": dataclasses.asdict(cfg.grads)}
     from .static import StaticSelector
 
     sel = StaticSelector(cfg.method, view, budget, cfg.train.epochs, cfg.seed)
