@@ -181,8 +181,8 @@ def markdown(table: list[dict], rows: list[dict]) -> str:
     lines = ["# Comparison", "",
              "Held-out loss per sample (mean ± std over seeds; lower is better) after training on each "
              "method's selection. `base` is the model before training. `vs random`: the method's mean minus "
-             "random's, ± the standard error of that difference. `trained tokens`: response tokens the training "
-             "passes saw (repeats included).", "",
+             "random's, ± the standard error of that difference. `trained tokens`: tokens (prompt and response) the "
+             "training passes processed, repeats included.", "",
              "| method | seeds | distinct trained | trained tokens | mean | vs random | " + " | ".join(sets) + " |",
              "| --- | --- | --- | --- | --- | --- | " + " | ".join("---" for _ in sets) + " |"]
     base = rows[0] if rows else {}
@@ -197,7 +197,7 @@ def markdown(table: list[dict], rows: list[dict]) -> str:
     shares = sorted({k for t in table for k in t if k.startswith("share_") and not k.endswith("_std")})
     if shares:
         lines += ["", "What each method trained on (mean over seeds): each source's share of the distinct samples, "
-                      "their mean length in tokens, and their mean percentile of base-model loss U0 in the pool "
+                      "their mean length in tokens (prompt and response), and their mean percentile of base-model loss U0 in the pool "
                       "(50: the pool's median).", "",
                   "| method | mean length | U0 percentile | " + " | ".join(k[6:] for k in shares) + " |",
                   "| --- | --- | --- | " + " | ".join("---" for _ in shares) + " |"]
