@@ -235,10 +235,12 @@ def _cli(args, env_extra=None):
 
 KILL_SETTINGS = {"lead": dict(budget=0.6, lead__rate=0.25, lead__smoothing=0.1),
                  "iterit": dict(budget=0.25, train__epochs=4),  # re-scores a window before rounds 2-4
-                 "dynamic": dict(budget=0.25, train__epochs=3, targeted__warmup_steps=2, grads__dim=64)}
+                 "dynamic": dict(budget=0.25, train__epochs=3, targeted__warmup_steps=2, grads__dim=64),
+                 "clusterucb": dict(budget=0.25, train__epochs=3, targeted__warmup_steps=2, grads__dim=64,
+                                    targeted__k=3, targeted__draws=0.5)}
 
 
-@pytest.mark.parametrize("method", ["lead", "iterit", "dynamic"])
+@pytest.mark.parametrize("method", ["lead", "iterit", "dynamic", "clusterucb"])
 def test_killed_run_resumes_to_the_same_result(setup, tmp_path, method):
     """A real SIGKILL in the middle of a round, then a restart into the same directory: the same
     round log and bitwise the same final weights as a run that was never interrupted."""
@@ -248,7 +250,7 @@ def test_killed_run_resumes_to_the_same_result(setup, tmp_path, method):
     cfg_file = tmp_path / "cfg.yaml"
     cfg_file.write_text(f"method: {method}\n")
     extra = dict(**KILL_SETTINGS[method], model__lora__dropout=0.1, evaluate="false")
-    if method == "dynamic":
+    if method in ("dynamic", "clusterucb"):
         from test_gradient_methods import val_paths
 
         extra["data__val_paths"] = val_paths(tmp_path)
