@@ -5,8 +5,10 @@
 Stages, each timed in ``run.json``: model, data, offline (cached scores: U0, warm-up IFD,
 embeddings, as the method needs), eval_before, train (the rounds), eval_after, save. The round
 loop knows nothing of the method: it asks the selector for indices, trains on them, and gives the
-selector back the losses and first-order statistics the training pass produced. No other forward
-pass runs while rounds are in progress.
+selector back the losses and first-order statistics the training pass produced. For LEAD and the
+static methods no other forward pass runs while rounds are in progress; the peers (IterIT,
+Dynamic, ClusterUCB) score with the current weights inside ``plan()`` through a
+:class:`~leadsel.scoring.online.ModelScorer`, and those passes are counted and timed.
 
 After every round the run checkpoints (trainable weights, optimizer, scheduler, selector and
 bandit state, every RNG, the round log), so a killed run continues from its last complete round
