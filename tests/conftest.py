@@ -58,3 +58,16 @@ def save_tiny_checkpoint(path, seed: int = 0):
     make_llama(seed=seed).save_pretrained(path)
     make_tokenizer().save_pretrained(path)
     return str(path)
+
+
+def randomise_lora_b(model, name: str = "lora_B", seed: int = 3, scale: float = 0.5):
+    """Give every ``lora_B`` weight (matching ``name``) random values, so that the adapter changes
+    the model's function and gradients w.r.t. ``lora_A`` are not zero."""
+    import torch
+
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if name in n:
+                p.copy_(torch.randn_like(p) * scale)
+    return model

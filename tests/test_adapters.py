@@ -6,7 +6,7 @@ import types
 import pytest
 import torch
 
-from conftest import make_llama
+from conftest import make_llama, randomise_lora_b
 from leadsel.model.adapters import lora_config, temporary_adapter
 from leadsel.model.load import add_lora
 
@@ -52,13 +52,7 @@ def warmup_names(model):
 
 def lora_model():
     """A LoRA model whose 'default' adapter is non-trivial (random lora_B)."""
-    model = add_lora(make_llama(), SETTINGS)
-    torch.manual_seed(3)
-    with torch.no_grad():
-        for n, p in model.named_parameters():
-            if "lora_B.default" in n:
-                p.copy_(torch.randn_like(p) * 0.5)
-    return model
+    return randomise_lora_b(add_lora(make_llama(), SETTINGS), "lora_B.default")
 
 
 def test_lora_config_matches_add_lora():

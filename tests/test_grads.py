@@ -8,7 +8,7 @@ import types
 import numpy as np
 import pytest
 import torch
-from conftest import make_llama
+from conftest import make_llama, randomise_lora_b
 
 from leadsel.data.encode import EncodedPool, collate
 from leadsel.model.load import add_lora
@@ -31,13 +31,7 @@ LENGTHS = [7, 12, 5, 9, 10]
 def lora_model(dropout: float = 0.0):
     """Tiny llama + LoRA r=4 on all linear layers, lora_B perturbed so grads w.r.t. lora_A are non-zero."""
     settings = types.SimpleNamespace(r=4, alpha=8, dropout=dropout, target_modules=["all-linear"])
-    model = add_lora(make_llama(), settings)
-    torch.manual_seed(3)
-    with torch.no_grad():
-        for n, p in model.named_parameters():
-            if "lora_B" in n:
-                p.copy_(torch.randn_like(p) * 0.5)
-    return model.eval()
+    return randomise_lora_b(add_lora(make_llama(), settings)).eval()
 
 
 def make_pool(lengths=LENGTHS, seed=0) -> EncodedPool:

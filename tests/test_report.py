@@ -9,25 +9,19 @@ import subprocess
 import numpy as np
 import pytest
 
-from conftest import save_tiny_checkpoint
-from test_cli import write_pool
+from test_runner import overrides, setup  # noqa: F401  (setup is a fixture)
 
 RUN_PLOTS = ("plot-loss", "plot-bandit", "plot-idu", "plot-composition", "plot-heldout", "plot-cost")
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
 @pytest.fixture(scope="module")
-def comparison(tmp_path_factory):
+def comparison(setup, tmp_path_factory):  # noqa: F811
     from leadsel.compare import run_comparison
     from leadsel.config import load_config
-    from test_runner import overrides
 
-    d = tmp_path_factory.mktemp("report")
-    ckpt = save_tiny_checkpoint(d / "model")
-    write_pool(d / "alpha.jsonl", 24, 0)
-    write_pool(d / "beta.jsonl", 16, 1)
-    write_pool(d / "held.jsonl", 6, 2)
-    out = d / "cmp"
+    d, ckpt = setup
+    out = tmp_path_factory.mktemp("report") / "cmp"
     run_comparison(load_config(None, overrides(d, ckpt, out) + [
         "compare.methods=[lead,random]", "compare.seeds=[3,4]", "budget=0.25"]))
     return out

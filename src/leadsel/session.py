@@ -63,6 +63,7 @@ class Session:
     eval_paths: dict[str, Path] = field(default_factory=dict)
     bundled_vals: dict[str, Path] = field(default_factory=dict)
     _vals: list[EvalSet] | None = None
+    _alone: EncodedPool | None = None
     cache: ScoreCache | None = None
     counter: PassCounter = field(default_factory=PassCounter)
 
@@ -111,7 +112,7 @@ class Session:
 
     def alone_pool(self) -> EncodedPool:
         """The pool's responses encoded without their prompts (for IFD), in pool order; built once."""
-        if getattr(self, "_alone", None) is None:
+        if self._alone is None:
             alone = self.encode([self.samples[i] for i in self.pool.index], alone=True)
             if alone.ids != self.pool.ids:
                 raise RuntimeError("the response-alone encoding rejected samples the full encoding kept")

@@ -22,10 +22,12 @@ class ModelScorer:
         self.s = session
         self.trainer = None
         self.seconds = 0.0
+        self._projection = None
+        self._val: dict[str, np.ndarray] = {}
+        self._val_step: int | None = None
 
     def attach(self, trainer) -> None:
         self.trainer = trainer
-        self._projection = None
 
     @property
     def model(self):
@@ -47,7 +49,7 @@ class ModelScorer:
         return ifd_from_losses(cond, alone, kind)
 
     def projection(self):
-        if getattr(self, "_projection", None) is None:
+        if self._projection is None:
             from .projection import make_projection
 
             g = self.s.cfg.grads
@@ -84,7 +86,7 @@ class ModelScorer:
         """Plain gradient features of every validation set at the current weights (computed once
         per optimizer step count: the weights only change when training steps)."""
         step = self.trainer.global_step
-        if getattr(self, "_val_step", None) != step:
+        if self._val_step != step:
             self._val = {v.name: self.grad_features(v.encoded, np.arange(len(v.encoded)), precondition=False,
                                                     stage="select-grad-val", desc=f"validation gradients {v.name}")
                          for v in self.s.validation_sets()}

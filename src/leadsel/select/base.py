@@ -47,6 +47,11 @@ class RoundStats:
         """From the trainer's ``TrainResult``."""
         return cls(result.sample_lrs, result.delta, result.grad_sum, len(result.steps))
 
+    @property
+    def finite_delta(self) -> float | None:
+        """``delta`` as a float, or None when it is not finite (no optimizer step, lr 0)."""
+        return float(self.delta) if np.isfinite(self.delta) else None
+
 
 class Selector(Protocol):
     name: str
@@ -69,10 +74,14 @@ class UsageTracker:
         self.times_used = np.zeros(n, dtype=np.int32)
         self.first_round = np.full(n, -1, dtype=np.int32)
 
-    def record(self, indices: np.ndarray, round_index: int) -> None:
+    def record(self, indices: np.ndarray, round_index: int) -> int:
+        """One more use of each sample at ``indices``; returns how many of them had never been trained."""
+        indices = np.asarray(indices, dtype=np.int64)
+        n_new = int((self.times_used[indices] == 0).sum())
         np.add.at(self.times_used, indices, 1)
         new = indices[self.first_round[indices] < 0]
         self.first_round[new] = round_index
+        return n_new
 
     @property
     def unique_used(self) -> int:
@@ -84,6 +93,11 @@ class UsageTracker:
     def load_state_dict(self, state: dict) -> None:
         self.times_used = np.asarray(state["times_used"], dtype=np.int32).copy()
         self.first_round = np.asarray(state["first_round"], dtype=np.int32).copy()
+
+
+def round_fields(usage: UsageTracker, indices: np.ndarray, round_index: int, stats: RoundStats) -> dict:
+    """Record a round of a method without a bandit; the log fields such methods share."""
+    return {"arm": None, "delta": stats.finite_delta, "n_new": usage.record(indices, round_index)}
 
 
 def id_ranks(ids: list[str]) -> np.ndarray:

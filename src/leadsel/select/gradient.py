@@ -25,11 +25,9 @@ sample's last score; NaN if never scored) and, for ClusterUCB, ``cluster``.
 """
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
-from .base import PoolView, RoundStats, UsageTracker, id_ranks, ranked, restore_rng, rng_state
+from .base import PoolView, RoundStats, UsageTracker, id_ranks, ranked, restore_rng, rng_state, round_fields
 
 
 class GradientSelector:
@@ -95,11 +93,8 @@ class GradientSelector:
         p, self._pending = self._pending, None
         if p is None:
             raise RuntimeError("observe() without a plan()")
-        n_new = int((self.usage.times_used[indices] == 0).sum())
-        self.usage.record(np.asarray(indices, dtype=np.int64), p.pop("round"))
         mean = float(np.nanmean(self.score[indices])) if np.isfinite(self.score[indices]).any() else None
-        return {"arm": None, "delta": float(stats.delta) if math.isfinite(stats.delta) else None, "n_new": n_new,
-                "mean_score": mean, **p}
+        return {**round_fields(self.usage, indices, p.pop("round"), stats), "mean_score": mean, **p}
 
     def columns(self) -> dict[str, np.ndarray]:
         cols = {"times_used": self.usage.times_used, "first_round": self.usage.first_round,

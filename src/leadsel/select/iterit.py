@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import PoolView, RoundStats, UsageTracker, restore_rng, rng_state
+from .base import PoolView, RoundStats, UsageTracker, restore_rng, rng_state, round_fields
 from .iterit_core import iterit_select, rerank, window
 
 
@@ -50,7 +50,7 @@ class IterITSelector:
         if self.ranking is None:
             picks, info = iterit_select(self.complexity, self.responses, self.n, self.cfg.lam)
         elif self.cfg.strategy == "baseline":
-            picks, info = self.picks, self._last
+            picks, info = self.picks, {"ranking": self.ranking, **self._counts}
         else:
             w = window(self.ranking, self.n, self.cfg.update_ratio)
             new = self.scorer.ifd(w, self.cfg.ifd_kind, desc=f"round {round_index}: re-scoring {len(w)}")
@@ -58,18 +58,15 @@ class IterITSelector:
             scored = len(w)
             picks, info = rerank(w, new, self.responses, self.n, self.cfg.lam, ranking=self.ranking)
         self.ranking, self.picks = np.asarray(info["ranking"], dtype=np.int64), np.asarray(picks, dtype=np.int64)
-        self._last = {k: info[k] for k in ("n_candidates", "shortfall", "ranking")}
-        self._pending = {"round": round_index, "n_scored": scored, "window": scored or None,
-                         "n_candidates": int(info["n_candidates"]), "shortfall": int(info["shortfall"])}
+        self._counts = {"n_candidates": int(info["n_candidates"]), "shortfall": int(info["shortfall"])}
+        self._pending = {"round": round_index, "n_scored": scored, "window": scored or None, **self._counts}
         return self.rng.permutation(self.picks)
 
     def observe(self, indices: np.ndarray, losses: np.ndarray, stats: RoundStats) -> dict:
         p, self._pending = self._pending, None
         if p is None:
             raise RuntimeError("observe() without a plan()")
-        n_new = int((self.usage.times_used[indices] == 0).sum())
-        self.usage.record(np.asarray(indices, dtype=np.int64), p.pop("round"))
-        return {"arm": None, "delta": float(stats.delta) if np.isfinite(stats.delta) else None, "n_new": n_new, **p}
+        return {**round_fields(self.usage, indices, p.pop("round"), stats), **p}
 
     def columns(self) -> dict[str, np.ndarray]:
         return {"times_used": self.usage.times_used, "first_round": self.usage.first_round,
@@ -79,8 +76,7 @@ class IterITSelector:
         return {"usage": self.usage.state_dict(), "rng": rng_state(self.rng), "complexity": self.complexity.copy(),
                 "ranking": None if self.ranking is None else self.ranking.copy(),
                 "picks": None if self.picks is None else self.picks.copy(),
-                "last": None if self.ranking is None else {k: (np.asarray(v).copy() if k == "ranking" else int(v))
-                                                           for k, v in self._last.items()}}
+                "counts": None if self.ranking is None else dict(self._counts)}
 
     def load_state_dict(self, state: dict) -> None:
         self.usage.load_state_dict(state["usage"])
@@ -88,4 +84,4 @@ class IterITSelector:
         self.complexity = np.asarray(state["complexity"], dtype=np.float64).copy()
         self.ranking = None if state["ranking"] is None else np.asarray(state["ranking"], dtype=np.int64).copy()
         self.picks = None if state["picks"] is None else np.asarray(state["picks"], dtype=np.int64).copy()
-        self._last = state["last"]
+        self._counts = state["counts"]

@@ -114,9 +114,8 @@ class LeadSelector:
         reward = float(np.mean(before - losses))
         reward_norm = self.scale(reward)
         self.bandit.update(arm, reward_norm)
-        n_new = int((self.usage.times_used[indices] == 0).sum())
-        self.usage.record(indices, t)
-        delta = float(stats.delta) if np.isfinite(stats.delta) else 0.0
+        n_new = self.usage.record(indices, t)
+        delta = stats.finite_delta or 0.0
         if self.cfg.idu:
             self._remember(arm, delta, stats.grad_sum)
         self.visited[arm] = True

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import PoolView, RoundStats, UsageTracker, id_ranks, ranked, restore_rng, rng_state
+from .base import PoolView, RoundStats, UsageTracker, id_ranks, ranked, restore_rng, rng_state, round_fields
 from .clusters import valid_ifd
 
 
@@ -62,9 +62,7 @@ class StaticSelector:
         return self.rng.permutation(self.subset)
 
     def observe(self, indices: np.ndarray, losses: np.ndarray, stats: RoundStats) -> dict:
-        n_new = int((self.usage.times_used[indices] == 0).sum())
-        self.usage.record(np.asarray(indices, dtype=np.int64), self._round)
-        return {"arm": None, "delta": float(stats.delta) if np.isfinite(stats.delta) else None, "n_new": n_new}
+        return round_fields(self.usage, indices, self._round, stats)
 
     def columns(self) -> dict[str, np.ndarray]:
         return {"times_used": self.usage.times_used, "first_round": self.usage.first_round}
