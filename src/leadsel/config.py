@@ -187,6 +187,8 @@ class LeadConfig:
 
 @dataclass
 class WarmupConfig:
+    """The warm-up adapter under which LEAD (and the `ifd` baseline) compute IFD, and `less` its gradient
+    scores (one checkpoint per warm-up epoch)."""
     size: float = 0.01
     """Warm-up subset: a fraction of the pool (<= 1) or a count (> 1). The paper: 6,000 of ~600k."""
     seed: int = 0
@@ -217,7 +219,7 @@ class IterITConfig:
 
 @dataclass
 class GradsConfig:
-    """LESS-style gradient features (ALGORITHMS.md §3.1), for clusterucb, dynamic: the per-sample gradient
+    """LESS-style gradient features (ALGORITHMS.md §3.1), for clusterucb, dynamic, less: the per-sample gradient
     of the loss w.r.t. the trainable (LoRA) weights, projected, Adam-preconditioned for pool samples
     (plain for validation samples), L2-normalised."""
     dim: int = 1024
@@ -277,7 +279,8 @@ class RunConfig:
     """lead | random | full | ifd (top budget by warm-up IFD) | loss (top budget by base loss U0) |
     the LEAD ablations lead-no-idu, lead-no-bandit (uniform arm), lead-no-task (no stratification) |
     iterit (greedy IFD x diversity, re-scored each epoch; see `iterit`) | dynamic, clusterucb (gradient
-    selection for the validation tasks, each epoch; see `targeted`, `grads`)."""
+    selection for the validation tasks, each epoch; see `targeted`, `grads`) | less (top budget by LESS
+    gradient score for the validation tasks, once, under the `warmup` adapter; see `grads`)."""
     budget: float = 0.1
     """Distinct samples trained: a fraction of the pool (<= 1) or a count (> 1). LEAD stops when it is
     reached; static methods train exactly this many."""
@@ -306,7 +309,7 @@ class RunConfig:
 
 
 METHODS = ("lead", "random", "full", "ifd", "loss", "lead-no-idu", "lead-no-bandit", "lead-no-task", "iterit", "dynamic",
-           "clusterucb")
+           "clusterucb", "less")
 
 CHOICES = {
     "data.format": ("auto", "messages", "alpaca", "sharegpt", "prompt_completion"),

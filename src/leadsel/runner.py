@@ -230,7 +230,7 @@ def write_scores(s, scores: dict, columns: dict) -> None:
              "ifd": scores.get("ifd", nan), "u0": scores.get("u0", nan), "idu": columns.get("idu", nan),
              "times_used": columns["times_used"], "first_round": columns["first_round"],
              "length": np.asarray(s.pool.lengths, dtype=np.int32)}
-    for extra in ("tokens", "warm_loss", "warm_loss_alone", "u0_alone", "ifd_base"):
+    for extra in ("tokens", "warm_loss", "warm_loss_alone", "u0_alone", "ifd_base", "less"):
         if extra in scores:
             table[extra] = scores[extra]
     for name, col in columns.items():  # a method's own columns (IterIT: complexity)

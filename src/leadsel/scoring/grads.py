@@ -454,21 +454,27 @@ def gradient_features(model: nn.Module, pool: EncodedPool, indices, *, pad_id: i
 
 # ----------------------------------------------------------------------------- LESS score
 
-def less_scores(train_feats: np.ndarray, val_feats_by_task: dict[str, np.ndarray]) -> np.ndarray:
-    """LESS score of each training sample: max over subtasks of its mean cosine similarity to
-    that subtask's validation features. Rows are (re)normalised here; a zero row has cosine 0.
+def task_similarity(train_feats: np.ndarray, val_feats_by_task: dict[str, np.ndarray]) -> np.ndarray:
+    """(n, T): each training sample's mean cosine similarity to each subtask's validation features,
+    columns in the order of ``val_feats_by_task``. Rows are (re)normalised here; a zero row has
+    cosine 0.
 
     mean_j cos(x, y_j) = <x/|x|, mean_j y_j/|y_j|>, so each subtask costs one (n, d) @ (d,) product.
     """
     if not val_feats_by_task:
-        raise ValueError("less_scores needs at least one validation subtask")
+        raise ValueError("LESS scores need at least one validation subtask")
     X = _normalise(np.asarray(train_feats, dtype=np.float32))
-    best = np.full(len(X), -np.inf, dtype=np.float32)
-    for task, V in val_feats_by_task.items():
+    out = np.empty((len(X), len(val_feats_by_task)), dtype=np.float32)
+    for t, (task, V) in enumerate(val_feats_by_task.items()):
         V = np.asarray(V, dtype=np.float32)
         if V.ndim != 2 or len(V) == 0 or V.shape[1] != X.shape[1]:
             raise ValueError(f"validation features of subtask {task!r} have shape {V.shape}; "
                              f"need (m >= 1, {X.shape[1]})")
-        centre = _normalise(V).mean(0)
-        best = np.maximum(best, X @ centre)
-    return best
+        out[:, t] = X @ _normalise(V).mean(0)
+    return out
+
+
+def less_scores(train_feats: np.ndarray, val_feats_by_task: dict[str, np.ndarray]) -> np.ndarray:
+    """LESS score of each training sample at one checkpoint: max over subtasks of its mean cosine
+    similarity to that subtask's validation features (:func:`task_similarity`)."""
+    return task_similarity(train_feats, val_feats_by_task).max(axis=1)

@@ -7,12 +7,16 @@
     emb   sentence embeddings (clustering option)
     ifd_base  IFD under the base model, from u0 and the base loss of the response alone
           (``u0_alone``): IterIT's complexity before its first epoch (``iterit.ifd_kind``)
+    less  LESS gradient scores for the validation sets under a warm-up adapter (:mod:`.less`):
+          the ``less`` baseline
 
 Every result is cached by a fingerprint of what produced it (base model, encoded pool, settings),
 so a second seed or method on the same pool scores nothing again. The warm-up subset and adapter
 depend on ``warmup.seed``, not the run seed, for that reason.
 """
 from __future__ import annotations
+
+from contextlib import contextmanager
 
 import numpy as np
 
@@ -33,6 +37,11 @@ def offline_scores(s, needs: set[str], ifd_kind: str = "loss_ratio") -> dict[str
         out["warm_loss"], out["warm_loss_alone"] = cond, alone
         out["ifd"] = ifd_from_losses(cond, alone, ifd_kind)
         s.manifest.update("offline", warmup=info)
+    if "less" in needs:
+        from .less import less_offline
+
+        out["less"], info = less_offline(s)
+        s.manifest.update("offline", less=info)
     if "emb" in needs:
         kept = [s.samples[i] for i in s.pool.index]
         which = s.cfg.scoring.embed_text
@@ -47,37 +56,60 @@ def warmup_subset(n: int, size: float, seed: int) -> np.ndarray:
     return np.sort(np.random.default_rng(seed).choice(n, size=count_of(size, n), replace=False))
 
 
-def warmup_losses(s) -> tuple[np.ndarray, np.ndarray, dict]:
-    """(L(y|x), L(y)) of every pool sample under the warm-up model, from the cache when present."""
+def warmup_plan(s) -> tuple[np.ndarray, list[np.ndarray]]:
+    """(subset, one seeded order per epoch) of the warm-up training: they depend on ``warmup.*``
+    and the pool only, so every run of a comparison trains the same warm-up."""
+    w = s.cfg.warmup
+    subset = warmup_subset(len(s.pool), w.size, w.seed)
+    return subset, [np.random.default_rng([w.seed, e]).permutation(subset) for e in range(w.train.epochs)]
+
+
+def warmup_key(s, kind: str, subset: np.ndarray, *extra) -> str:
+    """Fingerprint of a result computed under the warm-up model (``kind`` names what)."""
+    return fingerprint(kind, s.base_fp, s.pool.fingerprint(), to_dict(s.cfg.warmup), s.cfg.model.finetuning,
+                       s.precision, subset, *extra)
+
+
+@contextmanager
+def warmup_trainer(s, n_samples: int):
+    """(model, trainer) of a fresh warm-up adapter (``warmup.lora``, ``warmup.train``) on the base
+    model, seeded by ``warmup.seed``; the adapter is removed bit-exactly on exit."""
     from accelerate.utils import set_seed
 
     from ..model.adapters import temporary_adapter
     from ..train.trainer import Trainer, steps_for
 
     w = s.cfg.warmup
-    n = len(s.pool)
-    subset = warmup_subset(n, w.size, w.seed)
-    key = fingerprint("warmup-v1", s.base_fp, s.pool.fingerprint(), to_dict(w), s.cfg.model.finetuning,
-                      s.precision, subset)
+    set_seed(w.seed)
+    with temporary_adapter(s.model, w.lora, name="warmup") as model:
+        trainer = Trainer(model, s.pool, w.train, s.accelerator, s.pad_id, s.precision,
+                          total_steps=steps_for(n_samples, w.train, s.accelerator.num_processes), track=False)
+        try:
+            yield model, trainer
+        finally:
+            del trainer
+    s.accelerator.free_memory()
+
+
+def warmup_losses(s) -> tuple[np.ndarray, np.ndarray, dict]:
+    """(L(y|x), L(y)) of every pool sample under the warm-up model, from the cache when present."""
+    w = s.cfg.warmup
+    subset, orders = warmup_plan(s)
+    key = warmup_key(s, "warmup-v1", subset)
     alone_pool = s.alone_pool()
     info = {"size": int(len(subset)), "seed": w.seed, "fingerprint": key, "epochs": w.train.epochs}
     hits = [s.cache.load(kind, pass_fingerprint(key, pool, kind, s.precision), pool.ids) if s.cache.enabled
             else None for kind, pool in (("warm-loss", s.pool), ("warm-loss-alone", alone_pool))]
-    order = np.concatenate([np.random.default_rng([w.seed, e]).permutation(subset) for e in range(w.train.epochs)])
+    order = np.concatenate(orders)
     tokens = int(s.pool.lengths[order].sum())
     if all(h is not None for h in hits):
         s.counter.add_backward("warmup", len(order), tokens, cached=True)
         for kind, pool in (("warm-loss", s.pool), ("warm-loss-alone", alone_pool)):
             s.counter.add(kind, len(pool), int(pool.lengths.sum()), cached=True)
         return hits[0]["loss"], hits[1]["loss"], {**info, "cached": True}
-    set_seed(w.seed)
-    with temporary_adapter(s.model, w.lora, name="warmup") as model:
-        trainer = Trainer(model, s.pool, w.train, s.accelerator, s.pad_id, s.precision,
-                          total_steps=steps_for(len(order), w.train, s.accelerator.num_processes), track=False)
+    with warmup_trainer(s, len(order)) as (model, trainer):
         result = trainer.train(order, desc="warm-up training" if s.cfg.progress else None)
         s.counter.add_backward("warmup", len(order), tokens)
         cond, _ = s.score_with(model, s.pool, "warm-loss", key, desc="warm-up loss L(y|x)")
         alone, _ = s.score_with(model, alone_pool, "warm-loss-alone", key, desc="warm-up loss L(y)")
-        del trainer
-    s.accelerator.free_memory()
     return cond, alone, {**info, "cached": False, "mean_train_loss": float(result.losses.mean())}

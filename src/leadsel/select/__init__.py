@@ -1,7 +1,7 @@
 """Selection methods behind one protocol (:mod:`.base`), registered by name.
 
 ``lead`` and its ablations (:mod:`.lead`), the static baselines ``random``, ``full``, ``ifd``,
-``loss`` (:mod:`.static`), and the peers ``iterit`` (:mod:`.iterit`), ``dynamic`` and
+``loss``, ``less`` (:mod:`.static`), and the peers ``iterit`` (:mod:`.iterit`), ``dynamic`` and
 ``clusterucb`` (:mod:`.gradient`). ``needs(cfg)`` says which
 offline scores a method uses, so that a run computes (or loads from the cache) only those.
 """
@@ -32,12 +32,13 @@ def is_lead(cfg: RunConfig) -> bool:
 
 
 def needs(cfg: RunConfig) -> set[str]:
-    """Offline scores the method uses: u0 (base loss), ifd (warm-up IFD), emb (embeddings)."""
+    """Offline scores the method uses: u0 (base loss), ifd (warm-up IFD), emb (embeddings), less
+    (warm-up LESS gradient scores)."""
     if is_lead(cfg):
         feats = cfg.lead.cluster_features
         return {"u0"} | ({"ifd"} if feats in ("ifd", "both") else set()) | (
             {"emb"} if feats in ("embedding", "both") else set())
-    return {"ifd": {"ifd"}, "loss": {"u0"}, "iterit": {"u0", "ifd_base"}}.get(cfg.method, set())
+    return {"ifd": {"ifd"}, "loss": {"u0"}, "less": {"less"}, "iterit": {"u0", "ifd_base"}}.get(cfg.method, set())
 
 
 def needs_text(cfg: RunConfig) -> bool:

@@ -7,6 +7,8 @@
             when fewer than ``budget`` qualify, the rest are the flagged samples (IFD > 1 or not
             finite) of lowest IFD, and their number is recorded (``filled_from_flagged``)
     loss    the ``budget`` samples of highest base-model loss U0
+    less    the ``budget`` samples of highest LESS score for the validation sets, computed once
+            under a warm-up adapter (:mod:`..scoring.less`)
 Ties are broken by sample id.
 """
 from __future__ import annotations
@@ -36,10 +38,10 @@ def static_subset(method: str, view: PoolView, budget: int, seed: int) -> tuple[
             order = np.concatenate([order, ranked(rest, closest, rank)])
         picked = order[:budget]
         return np.sort(picked), {"filled_from_flagged": int((~ok[picked]).sum())}
-    if method == "loss":
-        score = np.asarray(view.scores["u0"], dtype=np.float64)
+    if method in ("loss", "less"):
+        score = np.asarray(view.scores["u0" if method == "loss" else "less"], dtype=np.float64)
         return np.sort(ranked(np.arange(n), score, rank)[:budget]), {}
-    raise ValueError(f"{method!r} is not a static method (random, full, ifd, loss)")
+    raise ValueError(f"{method!r} is not a static method (random, full, ifd, loss, less)")
 
 
 class StaticSelector:
