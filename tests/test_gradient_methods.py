@@ -69,3 +69,39 @@ def test_clusterucb_settings_are_checked(setup, tmp_path):  # noqa: F811
         run_method(d, ckpt, tmp_path / "nok", "clusterucb", targeted__draws=0.5)
     with pytest.raises(ValueError, match=r"top budget \(10\) of the samples it draws each epoch"):
         run_method(d, ckpt, tmp_path / "few", "clusterucb", targeted__k=3, targeted__draws=0.1)
+
+
+@pytest.mark.parametrize("method", ["dynamic", "clusterucb"])
+def test_pool_pass_killed_midway_resumes_from_its_store(setup, tmp_path, monkeypatch, method):  # noqa: F811
+    """Killed during the first selection's pool-wide pass (Dynamic's scoring, ClusterUCB's
+    clustering) after 2 of its 5 shards: the resumed run skips them and ends like a run never killed."""
+    from leadsel.scoring import grads
+
+    d, ckpt = setup
+    extra = dict(scoring__checkpoint_every=8, **({"targeted__k": 3, "targeted__draws": 0.5} if method == "clusterucb" else {}))
+    ref_rows, ref_man, ref = run_method(d, ckpt, tmp_path / "ref", method, **extra)
+    commit, calls = grads.GradientStore.commit_shard, []
+
+    def dying(self, k, rows):
+        commit(self, k, rows)
+        calls.append(k)
+        if len(calls) == 2:
+            raise KeyboardInterrupt("killed")
+
+    monkeypatch.setattr(grads.GradientStore, "commit_shard", dying)
+    run_dir = tmp_path / "run"
+    with pytest.raises(KeyboardInterrupt):
+        run_method(d, ckpt, run_dir, method, **extra)
+    assert len(list((run_dir / "grad-store").glob("*/features.f16"))) == 1
+    monkeypatch.setattr(grads.GradientStore, "commit_shard", commit)
+    rows, man, t = run_method(d, ckpt, run_dir, method, **extra)
+    p = man["passes"]
+    assert p["cached_forward"]["select-grad"] == 16  # 2 shards of 8, from the store
+    # the pass is not counted twice: done + resumed = what the uninterrupted run did
+    assert p["forward"]["select-grad"] + 16 == ref_man["passes"]["forward"]["select-grad"]
+    timing = ("seconds", "checkpoint_seconds", "select_seconds")
+    assert [{k: v for k, v in r.items() if k not in timing} for r in rows] == \
+        [{k: v for k, v in r.items() if k not in timing} for r in ref_rows]
+    np.testing.assert_array_equal(t["grad_score"], ref["grad_score"])  # NaN where never drawn
+    assert t.get("cluster") == ref.get("cluster")
+    assert not (run_dir / "grad-store").exists() or not any((run_dir / "grad-store").iterdir())

@@ -57,29 +57,67 @@ class ModelScorer:
             self._projection = make_projection(g.projection, n, g.dim, g.seed)
         return self._projection
 
-    def grad_features(self, pool, indices: np.ndarray, *, precondition: bool, stage: str, desc: str) -> np.ndarray:
+    def grad_features(self, pool, indices: np.ndarray, *, precondition: bool, stage: str, desc: str,
+                      store: str | None = None) -> np.ndarray:
         """L2-normalised projected gradients of ``pool``'s samples at ``indices`` under the current
-        weights; Adam-preconditioned with the trainer's optimizer state when ``precondition``."""
-        from .grads import gradient_features
+        weights; Adam-preconditioned with the trainer's optimizer state when ``precondition``.
+
+        ``store``: a name for a pool-wide pass. Its rows then go to a float16
+        :class:`~.grads.GradientStore` in ``<run_dir>/grad-store/<store>``, shard by shard
+        (``scoring.checkpoint_every`` samples), so that a run killed during the pass and resumed
+        from its last round (the same weights and optimizer state, checked by a fingerprint of
+        both) skips the finished shards. The store is deleted once the pass is complete; one left
+        by other weights is discarded."""
+        import shutil
+
+        from .grads import GradientStore, gradient_features
 
         t0 = time.perf_counter()
         g = self.s.cfg.grads
+        gstore = None
+        if store is not None:
+            root = self.s.run_dir / "grad-store" / store
+            gstore = GradientStore(root, self.state_fingerprint())
+            stale = gstore.read_sidecar()
+            if stale is not None and stale.get("fingerprint") != gstore.fingerprint:
+                shutil.rmtree(root)
         out = gradient_features(self.model, pool, np.asarray(indices, dtype=np.int64), pad_id=self.s.pad_id,
                                 projection=self.projection(), optimizer=self.trainer.optimizer if precondition else None,
                                 adam_variant=g.adam_variant, max_batch_size=g.batch_size,
                                 batch_tokens=self.s.cfg.scoring.batch_tokens, precision=self.s.precision,
+                                store=gstore, shard=self.s.cfg.scoring.checkpoint_every,
                                 progress=self.s.cfg.progress, counter=self.s.counter, stage=stage, desc=desc)
+        if gstore is not None:
+            out = np.array(out)  # off the memmap before its files go
+            shutil.rmtree(root)
         self.s.manifest.set("passes", self.s.counter.to_dict())
         self.seconds += time.perf_counter() - t0
         return out
 
-    def target_scores(self, indices: np.ndarray, desc: str = "gradient scores") -> np.ndarray:
+    def state_fingerprint(self) -> str:
+        """Hash of the trainable weights, the optimizer's state and the step count: what a
+        gradient feature depends on besides the sample."""
+        import hashlib
+
+        import torch
+
+        h = hashlib.sha256(str(self.trainer.global_step).encode())
+        for p in self.model.parameters():
+            if p.requires_grad:
+                h.update(p.detach().float().cpu().numpy().tobytes())
+                for v in self.trainer.optimizer.state.get(p, {}).values():
+                    if torch.is_tensor(v):
+                        h.update(v.detach().float().cpu().numpy().tobytes())
+        return h.hexdigest()[:16]
+
+    def target_scores(self, indices: np.ndarray, desc: str = "gradient scores", store: str | None = None) -> np.ndarray:
         """LESS scores of the pool samples at ``indices`` for the validation tasks, at the current
         checkpoint: per task the mean cosine of the (Adam-preconditioned) sample gradient to the
-        task's (plain) validation gradients, max over tasks; in [-1, 1]."""
+        task's (plain) validation gradients, max over tasks; in [-1, 1]. ``store``: see
+        :meth:`grad_features`."""
         from .grads import less_scores
 
-        feats = self.grad_features(self.s.pool, indices, precondition=True, stage="select-grad", desc=desc)
+        feats = self.grad_features(self.s.pool, indices, precondition=True, stage="select-grad", desc=desc, store=store)
         return less_scores(feats, self.val_features())
 
     def val_features(self) -> dict[str, np.ndarray]:

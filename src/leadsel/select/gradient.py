@@ -15,7 +15,9 @@ validation gradients, averaged per task, max over tasks (:meth:`ModelScorer.targ
                  scored at the current checkpoint (its reward); train on the top ``budget`` of the
                  drawn samples by reward.
 
-The optimizer and schedule carry over across epochs (one trainer for the whole run). Every score
+The optimizer and schedule carry over across epochs (one trainer for the whole run). The pool-wide
+passes (Dynamic's scoring, ClusterUCB's clustering) write their features shard by shard to a
+gradient store in the run directory, so a run killed during one resumes it where it stopped. Every score
 is a real forward and backward pass under the current weights, counted in run.json
 (``select-grad``, ``select-grad-val``). The bandit of each epoch starts afresh from a seed derived
 from the run seed and the round, so a round re-planned after a resume draws the same samples.
@@ -59,7 +61,8 @@ class GradientSelector:
             return np.random.default_rng([self.seed, 5]).choice(self.n_pool, size=self.warmup, replace=False)
         everything = np.arange(self.n_pool)
         if self.name == "dynamic":
-            self.score[:] = self.scorer.target_scores(everything, desc=f"round {round_index}: scoring the pool")
+            self.score[:] = self.scorer.target_scores(everything, desc=f"round {round_index}: scoring the pool",
+                                                      store=f"round{round_index}")
             picks = ranked(everything, self.score, self.id_rank)[:self.n]
             self._pending = {"round": round_index, "phase": "select", "n_scored": self.n_pool}
         else:
@@ -72,7 +75,8 @@ class GradientSelector:
         scored = 0
         if self.labels is None:  # cluster the whole pool once, at the first selection
             feats = self.scorer.grad_features(self.scorer.s.pool, np.arange(self.n_pool), precondition=True,
-                                              stage="select-grad", desc="gradient features for clustering")
+                                              stage="select-grad", desc="gradient features for clustering",
+                                              store="clustering")
             self.labels, _ = spherical_kmeans(feats, self.cfg.k, self.cfg.iters, self.seed)
             scored += self.n_pool
 
