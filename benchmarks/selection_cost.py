@@ -1,16 +1,18 @@
 """What selection costs each method, on the same pool, budget and number of rounds.
 
     python benchmarks/selection_cost.py [CONFIG] [key=value ...] [--rounds R] [--methods a,b,...]
-    (default: the demo config; methods lead, iterit, dynamic, clusterucb)
+    (default: the demo config; methods lead, iterit, less, dynamic, clusterucb)
 
 Each method runs once, in one process, into a temporary directory, with the score cache off (so
 that every offline pass is really made and timed) and no held-out evaluation. LEAD runs R rounds
-(``rounds=R``); the peers, which re-select once per epoch, run R epochs (``train.epochs=R``);
-all share ``budget`` (LEAD: distinct samples in all; the peers: samples per epoch).
+(``rounds=R``); the peers, which re-select once per epoch, run R epochs (``train.epochs=R``;
+``less`` selects once and trains R epochs); all share ``budget`` (LEAD: distinct samples in all;
+the peers: samples per epoch).
 
 Selection cost = everything a method computes to choose its data, training excluded:
     forward / backward sample-passes  the offline stage's (LEAD: U0, the warm-up's training and
-                                      its two IFD passes; IterIT: the base model's two losses) and
+                                      its two IFD passes; IterIT: the base model's two losses; LESS:
+                                      its warm-up and gradient passes) and
                                       those made between rounds (``select-*`` stages)
     seconds                           the offline stage plus every round's ``select_seconds``
 It prints them per method and each one's ratio to LEAD's. A figure of this machine is noisy:
@@ -23,7 +25,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-PEERS = ("iterit", "dynamic", "clusterucb")
+PEERS = ("iterit", "less", "dynamic", "clusterucb")
 
 
 def selection_cost(run_dir: Path) -> dict:
