@@ -259,3 +259,21 @@ def test_less_scores_hand_made():
         less_scores(train, {})
     with pytest.raises(ValueError):
         less_scores(train, {"A": np.zeros((0, 3))})
+
+
+def test_scratch_store_starts_afresh_on_another_request(tmp_path):
+    """A scratch store (one pass's resume state) is emptied, not refused, when the request differs."""
+    kw = dict(n=5, dim=3, seed=0, adam_variant=None, rows="r")
+    store = GradientStore(tmp_path / "s", "weights-1", scratch=True)
+    assert store.open(shard=2, **kw) == set()
+    store.write(0, np.ones((2, 3)))
+    store.commit_shard(0, 2)
+    assert GradientStore(tmp_path / "s", "weights-1", scratch=True).open(shard=2, **kw) == {0}  # resumes
+    assert GradientStore(tmp_path / "s", "weights-1", scratch=True).open(shard=4, **kw) == set()  # other shards
+    again = GradientStore(tmp_path / "s", "weights-1", scratch=True)
+    again.open(shard=4, **kw)
+    again.write(0, np.ones((4, 3)))
+    again.commit_shard(0, 4)
+    assert GradientStore(tmp_path / "s", "weights-2", scratch=True).open(shard=4, **kw) == set()  # other weights
+    with pytest.raises(ValueError, match="another request"):  # a store that is not scratch refuses
+        GradientStore(tmp_path / "s", "weights-3").open(shard=4, **kw)

@@ -280,9 +280,12 @@ class GradientStore:
     SIDECAR = "features.json"
     DTYPE = "float16"
 
-    def __init__(self, root: str | Path, fingerprint: str):
+    def __init__(self, root: str | Path, fingerprint: str, scratch: bool = False):
+        """``scratch``: the store only serves to resume one pass, so a request that does not match
+        what it holds (other weights, another shard size) empties it instead of raising."""
         self.root = Path(root)
         self.fingerprint = str(fingerprint)
+        self.scratch = scratch
         self.meta: dict | None = None
         self._mm: np.memmap | None = None
 
@@ -311,6 +314,11 @@ class GradientStore:
                 "adam_variant": adam_variant,
                 "shard": int(shard), "rows": rows}
         have = self.read_sidecar()
+        if have is not None and self.scratch and any(have.get(k) != v for k, v in want.items()):
+            import shutil
+
+            shutil.rmtree(self.root)
+            have = None
         if have is not None and self.features_path.is_file():
             bad = {k: (have.get(k), v) for k, v in want.items() if have.get(k) != v}
             if bad:

@@ -15,7 +15,8 @@ samples of highest score, as a static method (:mod:`..select.static`).
 The scores are cached like the other offline scores; their key adds the gradient settings and the
 validation sets' content. The pool's features of each checkpoint go to a
 :class:`~.grads.GradientStore` (float16 memmap) in the cache's partial directory, so a pass killed
-midway resumes at its last finished shard (``scoring.checkpoint_every`` samples); the warm-up
+midway resumes at its last finished shard (``scoring.checkpoint_every`` samples, which may not
+change in between, or the pass starts afresh); the warm-up
 training before it is re-done, deterministically from ``warmup.seed``. The stores are deleted once
 the scores are saved. Passes are counted under ``warmup`` (backward), ``less-grad`` and
 ``less-grad-val`` (one forward and one backward per sample).
@@ -81,7 +82,7 @@ def less_offline(s) -> tuple[np.ndarray, dict]:
             res = trainer.train(order, desc=f"LESS warm-up, epoch {i}" if s.cfg.progress else None)
             count(False, [order])
             lrs.append(float(np.mean(res.lrs)))
-            store = GradientStore(partial / f"checkpoint{i}", f"{key}-{i}")
+            store = GradientStore(partial / f"checkpoint{i}", f"{key}-{i}", scratch=True)
             feats = gradient_features(model, s.pool, np.arange(n), optimizer=trainer.optimizer, store=store,
                                       shard=s.cfg.scoring.checkpoint_every, stage="less-grad",
                                       desc=f"LESS pool gradients, checkpoint {i}", **common)

@@ -67,7 +67,7 @@ class ModelScorer:
         (``scoring.checkpoint_every`` samples), so that a run killed during the pass and resumed
         from its last round (the same weights and optimizer state, checked by a fingerprint of
         both) skips the finished shards. The store is deleted once the pass is complete; one left
-        by other weights is discarded."""
+        by other weights or cut in shards of another size is discarded."""
         import shutil
 
         from .grads import GradientStore, gradient_features
@@ -77,10 +77,7 @@ class ModelScorer:
         gstore = None
         if store is not None:
             root = self.s.run_dir / "grad-store" / store
-            gstore = GradientStore(root, self.state_fingerprint())
-            stale = gstore.read_sidecar()
-            if stale is not None and stale.get("fingerprint") != gstore.fingerprint:
-                shutil.rmtree(root)
+            gstore = GradientStore(root, self.state_fingerprint(), scratch=True)
         out = gradient_features(self.model, pool, np.asarray(indices, dtype=np.int64), pad_id=self.s.pad_id,
                                 projection=self.projection(), optimizer=self.trainer.optimizer if precondition else None,
                                 adam_variant=g.adam_variant, max_batch_size=g.batch_size,
