@@ -1,9 +1,11 @@
 """What selection costs each method, on the same pool, budget and number of rounds.
 
-    python benchmarks/selection_cost.py [CONFIG] [key=value ...] [--rounds R] [--methods a,b,...]
+    python benchmarks/selection_cost.py [CONFIG] [key=value ...] [--rounds R] [--methods a,b,...] [--keep DIR]
     (default: the demo config; methods lead, iterit, less, dynamic, clusterucb)
 
-Each method runs once, in one process, into a temporary directory, with the score cache off (so
+Each method runs once, in one process, into a temporary directory (``--keep DIR``: into DIR/<method>,
+kept, so that a killed benchmark started again skips the finished methods and resumes the
+interrupted one from its last round), with the score cache off (so
 that every offline pass is really made and timed) and no held-out evaluation. LEAD runs R rounds
 (``rounds=R``); the peers, which re-select once per epoch, run R epochs (``train.epochs=R``;
 ``less`` selects once and trains R epochs); all share ``budget`` (LEAD: distinct samples in all;
@@ -74,16 +76,22 @@ def main(argv: list[str]) -> None:
         i = args.index("--methods")
         methods = args[i + 1].split(",")
         del args[i:i + 2]
+    keep = None
+    if "--keep" in args:
+        i = args.index("--keep")
+        keep = Path(args[i + 1])
+        del args[i:i + 2]
     config = args.pop(0) if args and "=" not in args[0] else demo_config_path()
     costs = []
     with tempfile.TemporaryDirectory(prefix="leadsel-selection-cost-") as tmp:
+        out = keep or Path(tmp)
         for m in methods:
             per = [f"rounds={rounds}"] if m.startswith("lead") else [f"train.epochs={rounds}"]
-            cfg = load_config(config, [*args, f"method={m}", *per, f"output_dir={tmp}/{m}", "scoring.cache=false",
+            cfg = load_config(config, [*args, f"method={m}", *per, f"output_dir={out / m}", "scoring.cache=false",
                                        "evaluate=false"])
             print(f"== {m}", file=sys.stderr, flush=True)
-            run(cfg)
-            costs.append(selection_cost(Path(tmp) / m))
+            run(cfg)  # with --keep: a finished run is not run again, an interrupted one resumes
+            costs.append(selection_cost(out / m))
     print(f"selection cost, same pool and budget, {rounds} rounds (LEAD) / epochs (peers), cache off:")
     print(table(costs))
 
