@@ -278,6 +278,19 @@ def test_killed_run_resumes_to_the_same_result(setup, tmp_path, method):
     assert a.keys() == b.keys() and all((a[k] == b[k]).all() for k in a)
     man = json.loads((killed / "run.json").read_text())
     assert man["status"] == "complete" and man["rounds"]["resumed_from_round"] == 2 and len(man["resumed"]) == 1
+    # the passes the method needed (done or from the cache) are those of the run never killed: the
+    # resumed attempt's offline stage and its re-done round are not counted twice
+    assert needed(man["passes"]) == needed(json.loads((straight / "run.json").read_text())["passes"])
+
+
+def needed(passes):
+    """{(forward|backward, stage): sample-passes done or taken from the cache}."""
+    out = {}
+    for kind in ("forward", "backward"):
+        for prefix in ("", "cached_"):
+            for stage, n in passes.get(prefix + kind, {}).items():
+                out[kind, stage] = out.get((kind, stage), 0) + n
+    return out
 
 
 def test_eval_command_reproduces_the_runs_own_evaluation(setup, tmp_path):

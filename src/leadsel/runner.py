@@ -105,6 +105,7 @@ def run(cfg: RunConfig, resume: bool | None = None) -> dict:
 
     from .scoring.offline import offline_scores
     from .scoring.online import ModelScorer
+    from .scoring.passes import PassCounter
     from .session import Session
     from .train.checkpoint import Checkpointer
     from .train.trainer import Trainer, steps_for
@@ -142,6 +143,8 @@ def run(cfg: RunConfig, resume: bool | None = None) -> dict:
         last, sel_state, extra = ckpt.load(model=trainer.model, trainer=trainer, device=s.accelerator.device)
         selector.load_state_dict(sel_state)
         rows, start = extra["rows"], last + 1
+        if "passes" in extra:  # the counts as they stood after that round: what this attempt
+            s.counter = PassCounter(extra["passes"])  # re-did (offline, the cut round) is not added twice
         m.update("rounds", resumed_from_round=last)
     _write_rows(s.run_dir, rows)
     with m.stage("train"):
@@ -154,7 +157,7 @@ def run(cfg: RunConfig, resume: bool | None = None) -> dict:
             rows[-1]["checkpoint_seconds"] = None  # its own duration is not known when it is saved
             t0 = time.perf_counter()
             ckpt.save(r, model=trainer.model, trainer=trainer, selector_state=selector.state_dict(),
-                      extra={"rows": rows}, device=s.accelerator.device)
+                      extra={"rows": rows, "passes": s.counter.to_dict()}, device=s.accelerator.device)
             rows[-1]["checkpoint_seconds"] = round(time.perf_counter() - t0, 3)
             _write_rows(s.run_dir, rows)
             m.set("passes", s.counter.to_dict())

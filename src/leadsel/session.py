@@ -82,7 +82,7 @@ class Session:
 
         s = cls(cfg=cfg, run_dir=run_dir, manifest=manifest,
                 accelerator=Accelerator(**(accelerator_kwargs(cfg, run_dir) if record else {})),
-                counter=PassCounter(manifest.data.get("passes")))
+                counter=PassCounter())  # a resumed run takes its counts from its checkpoint
         s.cache = ScoreCache(cache_root(cfg.cache_dir), enabled=cfg.scoring.cache)
         with s.manifest.stage("model"):
             s._load_model()
