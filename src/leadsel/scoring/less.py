@@ -48,12 +48,11 @@ def checkpoint_sum(similarities: list[np.ndarray], lrs: list[float]) -> np.ndarr
 def less_offline(s) -> tuple[np.ndarray, dict]:
     """(LESS score of every pool sample, info for run.json), from the cache when present."""
     from .grads import GradientStore, gradient_features, task_similarity
-    from .projection import make_projection
+    from .online import feature_settings, projection_for
 
-    g = s.cfg.grads
     subset, orders = warmup_plan(s)
     vals = s.validation_sets()
-    key = warmup_key(s, "less-v1", subset, to_dict(g), [(v.name, v.encoded.fingerprint()) for v in vals])
+    key = warmup_key(s, "less-v1", subset, to_dict(s.cfg.grads), [(v.name, v.encoded.fingerprint()) for v in vals])
     info = {"warmup_size": int(len(subset)), "checkpoints": len(orders), "fingerprint": key,
             "tasks": [v.name for v in vals]}
     n = len(s.pool)
@@ -73,11 +72,7 @@ def less_offline(s) -> tuple[np.ndarray, dict]:
     sims, lrs = [], []
     partial = s.cache.partial_dir("less", key)
     with warmup_trainer(s, sum(len(o) for o in orders)) as (model, trainer):
-        n_params = sum(p.numel() for p in model.parameters() if p.requires_grad)
-        common = dict(pad_id=s.pad_id, projection=make_projection(g.projection, n_params, g.dim, g.seed),
-                      adam_variant=g.adam_variant, max_batch_size=g.batch_size,
-                      batch_tokens=s.cfg.scoring.batch_tokens, precision=s.precision, progress=s.cfg.progress,
-                      counter=s.counter)
+        common = dict(projection=projection_for(s, model), **feature_settings(s))
         for i, order in enumerate(orders, start=1):
             res = trainer.train(order, desc=f"LESS warm-up, epoch {i}" if s.cfg.progress else None)
             count(False, [order])

@@ -17,6 +17,22 @@ import time
 import numpy as np
 
 
+def projection_for(s, model):
+    """The ``grads`` projection of ``model``'s trainable numbers (seeded: the same for equal sizes)."""
+    from .projection import make_projection
+
+    g = s.cfg.grads
+    n = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return make_projection(g.projection, n, g.dim, g.seed)
+
+
+def feature_settings(s) -> dict:
+    """The keyword arguments of :func:`~.grads.gradient_features` that a run's config fixes."""
+    return dict(pad_id=s.pad_id, adam_variant=s.cfg.grads.adam_variant, max_batch_size=s.cfg.grads.batch_size,
+                batch_tokens=s.cfg.scoring.batch_tokens, precision=s.precision, progress=s.cfg.progress,
+                counter=s.counter)
+
+
 class ModelScorer:
     def __init__(self, session):
         self.s = session
@@ -50,11 +66,7 @@ class ModelScorer:
 
     def projection(self):
         if self._projection is None:
-            from .projection import make_projection
-
-            g = self.s.cfg.grads
-            n = sum(p.numel() for p in self.model.parameters() if p.requires_grad)
-            self._projection = make_projection(g.projection, n, g.dim, g.seed)
+            self._projection = projection_for(self.s, self.model)
         return self._projection
 
     def grad_features(self, pool, indices: np.ndarray, *, precondition: bool, stage: str, desc: str,
@@ -73,19 +85,15 @@ class ModelScorer:
         from .grads import GradientStore, gradient_features
 
         t0 = time.perf_counter()
-        g = self.s.cfg.grads
         gstore = None
         if store is not None:
             root = self.s.run_dir / "grad-store" / store
             gstore = GradientStore(root, self.state_fingerprint(), scratch=True)
-        out = gradient_features(self.model, pool, np.asarray(indices, dtype=np.int64), pad_id=self.s.pad_id,
-                                projection=self.projection(), optimizer=self.trainer.optimizer if precondition else None,
-                                adam_variant=g.adam_variant, max_batch_size=g.batch_size,
-                                batch_tokens=self.s.cfg.scoring.batch_tokens, precision=self.s.precision,
-                                store=gstore, shard=self.s.cfg.scoring.checkpoint_every,
-                                progress=self.s.cfg.progress, counter=self.s.counter, stage=stage, desc=desc)
-        if gstore is not None:
-            out = np.array(out)  # off the memmap before its files go
+        out = gradient_features(self.model, pool, np.asarray(indices, dtype=np.int64), projection=self.projection(),
+                                optimizer=self.trainer.optimizer if precondition else None, store=gstore,
+                                shard=self.s.cfg.scoring.checkpoint_every, stage=stage, desc=desc,
+                                **feature_settings(self.s))
+        if gstore is not None:  # the features came back as a float32 copy, off the memmap
             shutil.rmtree(root)
         self.s.manifest.set("passes", self.s.counter.to_dict())
         self.seconds += time.perf_counter() - t0
