@@ -16,17 +16,38 @@ def val_paths(d):
     return f"[{a},{b}]"
 
 
-def run_method(d, ckpt, run_dir, method, **extra):
-    from leadsel.runner import run
-
-    settings = dict(method=method, budget=0.25, train__epochs=2, targeted__warmup_steps=2, grads__dim=64,
-                    data__val_paths=val_paths(d), evaluate="false")
-    settings.update(extra)
-    run(config(d, ckpt, run_dir, **settings))
+def run_and_read(d, ckpt, run_dir, **settings):
+    """Run with these settings; (rounds.jsonl rows, run.json, scores.parquet as a dict)."""
     import pyarrow.parquet as pq
 
+    from leadsel.runner import run
+
+    run(config(d, ckpt, run_dir, **settings))
     return (rows_of(run_dir), json.loads((run_dir / "run.json").read_text()),
             pq.read_table(run_dir / "scores.parquet").to_pydict())
+
+
+def run_method(d, ckpt, run_dir, method, **extra):
+    settings = dict(method=method, budget=0.25, train__epochs=2, targeted__warmup_steps=2, grads__dim=64,
+                    data__val_paths=val_paths(d), evaluate="false")
+    return run_and_read(d, ckpt, run_dir, **{**settings, **extra})
+
+
+def die_after_shards(monkeypatch, n):
+    """Make the process 'die' (KeyboardInterrupt) right after the n-th gradient-store shard is
+    committed; returns the function that undoes it."""
+    from leadsel.scoring import grads
+
+    commit, calls = grads.GradientStore.commit_shard, []
+
+    def dying(self, k, rows):
+        commit(self, k, rows)
+        calls.append(k)
+        if len(calls) == n:
+            raise KeyboardInterrupt("killed")
+
+    monkeypatch.setattr(grads.GradientStore, "commit_shard", dying)
+    return lambda: monkeypatch.setattr(grads.GradientStore, "commit_shard", commit)
 
 
 def test_dynamic_scores_the_whole_pool_every_epoch(setup, tmp_path):  # noqa: F811
@@ -75,25 +96,15 @@ def test_clusterucb_settings_are_checked(setup, tmp_path):  # noqa: F811
 def test_pool_pass_killed_midway_resumes_from_its_store(setup, tmp_path, monkeypatch, method):  # noqa: F811
     """Killed during the first selection's pool-wide pass (Dynamic's scoring, ClusterUCB's
     clustering) after 2 of its 5 shards: the resumed run skips them and ends like a run never killed."""
-    from leadsel.scoring import grads
-
     d, ckpt = setup
     extra = dict(scoring__checkpoint_every=8, **({"targeted__k": 3, "targeted__draws": 0.5} if method == "clusterucb" else {}))
     ref_rows, ref_man, ref = run_method(d, ckpt, tmp_path / "ref", method, **extra)
-    commit, calls = grads.GradientStore.commit_shard, []
-
-    def dying(self, k, rows):
-        commit(self, k, rows)
-        calls.append(k)
-        if len(calls) == 2:
-            raise KeyboardInterrupt("killed")
-
-    monkeypatch.setattr(grads.GradientStore, "commit_shard", dying)
+    revive = die_after_shards(monkeypatch, 2)
     run_dir = tmp_path / "run"
     with pytest.raises(KeyboardInterrupt):
         run_method(d, ckpt, run_dir, method, **extra)
     assert len(list((run_dir / "grad-store").glob("*/features.f16"))) == 1
-    monkeypatch.setattr(grads.GradientStore, "commit_shard", commit)
+    revive()
     rows, man, t = run_method(d, ckpt, run_dir, method, **extra)
     p = man["passes"]
     assert p["cached_forward"]["select-grad"] == 16  # 2 shards of 8, from the store

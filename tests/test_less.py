@@ -1,12 +1,11 @@
 """The ``less`` baseline: LESS gradient scores under a warm-up adapter, summed over one checkpoint
 per warm-up epoch weighted by its learning rate, then the top budget trained once (ALGORITHMS.md §3.1)."""
-import json
 
 import numpy as np
 import pytest
 
-from test_gradient_methods import val_paths
-from test_runner import config, rows_of, setup  # noqa: F401  (setup is a fixture)
+from test_gradient_methods import die_after_shards, run_and_read, val_paths
+from test_runner import setup  # noqa: F401  (setup is a fixture)
 
 
 def test_checkpoint_sum_by_hand():
@@ -40,18 +39,11 @@ def test_task_similarity_columns_by_hand():
 
 
 def run_less(d, ckpt, run_dir, **extra):
-    from leadsel.runner import run
-
     settings = dict(method="less", budget=0.25, warmup__train__epochs=2, grads__dim=64,
                     data__val_paths=val_paths(d), evaluate="false", warmup__train__learning_rate=3e-4,
                     warmup__train__lr_scheduler="linear", warmup__train__per_device_batch_size=2,
                     warmup__train__gradient_accumulation_steps=2)
-    settings.update(extra)
-    run(config(d, ckpt, run_dir, **settings))
-    import pyarrow.parquet as pq
-
-    return (rows_of(run_dir), json.loads((run_dir / "run.json").read_text()),
-            pq.read_table(run_dir / "scores.parquet").to_pydict())
+    return run_and_read(d, ckpt, run_dir, **{**settings, **extra})
 
 
 def test_less_trains_the_top_budget_by_score_and_caches_it(setup, tmp_path):  # noqa: F811
@@ -85,24 +77,14 @@ def test_less_trains_the_top_budget_by_score_and_caches_it(setup, tmp_path):  # 
 
 
 def test_less_pool_pass_resumes_after_a_kill(setup, tmp_path, monkeypatch):  # noqa: F811
-    from leadsel.scoring import grads
-
     d, ckpt = setup
     _, _, ref = run_less(d, ckpt, tmp_path / "ref", cache_dir=tmp_path / "c-ref", scoring__checkpoint_every=8)
-    commit, calls = grads.GradientStore.commit_shard, []
-
-    def dying(self, k, rows):  # the process dies after the third committed shard (checkpoint 1: 24 of 40)
-        commit(self, k, rows)
-        calls.append(k)
-        if len(calls) == 3:
-            raise KeyboardInterrupt("killed")
-
-    monkeypatch.setattr(grads.GradientStore, "commit_shard", dying)
+    revive = die_after_shards(monkeypatch, 3)  # after the third shard of checkpoint 1: 24 of 40 rows
     cache = tmp_path / "c"
     with pytest.raises(KeyboardInterrupt):
         run_less(d, ckpt, tmp_path / "run", cache_dir=cache, scoring__checkpoint_every=8)
     assert list((cache / "scores").glob("less-*.partial/checkpoint1/features.f16"))
-    monkeypatch.setattr(grads.GradientStore, "commit_shard", commit)
+    revive()
     _, man, t = run_less(d, ckpt, tmp_path / "run", cache_dir=cache, scoring__checkpoint_every=8)
     p = man["passes"]
     # checkpoint 1 resumed its 3 finished shards; the warm-up training is re-done
