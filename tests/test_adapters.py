@@ -6,7 +6,7 @@ import types
 import pytest
 import torch
 
-from conftest import make_llama, randomise_lora_b
+from helpers import make_llama, randomise_lora_b
 from leadsel.model.adapters import lora_config, temporary_adapter
 from leadsel.model.load import add_lora
 

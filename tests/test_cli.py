@@ -5,25 +5,7 @@ import sys
 
 import pytest
 
-from conftest import save_tiny_checkpoint
-
-WORDS = "a b c d e f g h one two three four five six seven hi hello there".split()
-
-
-def write_pool(path, n, seed, bad_line: str | None = None):
-    import random
-
-    r = random.Random(seed)
-    lines = []
-    for i in range(n):
-        u = " ".join(r.choice(WORDS) for _ in range(r.randint(1, 8)))
-        a = " ".join(r.choice(WORDS) for _ in range(r.randint(1, 5)))
-        lines.append(json.dumps({"instruction": u, "input": "", "output": a, "id": f"{path.stem}-{i}"}))
-    if bad_line is not None:
-        lines.insert(2, bad_line)
-    path.write_text("\n".join(lines) + "\n")
-    return path
-
+from helpers import save_tiny_checkpoint, write_pool
 
 def leadsel(*args, cwd=None, env_cache=None):
     import os

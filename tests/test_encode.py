@@ -3,7 +3,7 @@ import pytest
 
 from leadsel.data.encode import collate, encode, segments
 from leadsel.data.records import Sample
-from conftest import WORDS, make_tokenizer
+from helpers import WORDS, make_tokenizer
 
 V = {w: i for i, w in enumerate(WORDS)}
 S, E = V["<|im_start|>"], V["<|im_end|>"]

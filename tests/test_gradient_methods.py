@@ -7,50 +7,10 @@ import math
 import numpy as np
 import pytest
 
-from test_cli import write_pool
-from test_runner import config, rows_of, setup  # noqa: F401  (setup is a fixture)
+from helpers import config, die_after_shards, rows_of, run_and_read, run_method, val_paths, write_pool
 
 
-def val_paths(d):
-    a, b = write_pool(d / "val_a.jsonl", 3, 11), write_pool(d / "val_b.jsonl", 2, 12)
-    return f"[{a},{b}]"
-
-
-def run_and_read(d, ckpt, run_dir, **settings):
-    """Run with these settings; (rounds.jsonl rows, run.json, scores.parquet as a dict)."""
-    import pyarrow.parquet as pq
-
-    from leadsel.runner import run
-
-    run(config(d, ckpt, run_dir, **settings))
-    return (rows_of(run_dir), json.loads((run_dir / "run.json").read_text()),
-            pq.read_table(run_dir / "scores.parquet").to_pydict())
-
-
-def run_method(d, ckpt, run_dir, method, **extra):
-    settings = dict(method=method, budget=0.25, train__epochs=2, targeted__warmup_steps=2, grads__dim=64,
-                    data__val_paths=val_paths(d), evaluate="false")
-    return run_and_read(d, ckpt, run_dir, **{**settings, **extra})
-
-
-def die_after_shards(monkeypatch, n):
-    """Make the process 'die' (KeyboardInterrupt) right after the n-th gradient-store shard is
-    committed; returns the function that undoes it."""
-    from leadsel.scoring import grads
-
-    commit, calls = grads.GradientStore.commit_shard, []
-
-    def dying(self, k, rows):
-        commit(self, k, rows)
-        calls.append(k)
-        if len(calls) == n:
-            raise KeyboardInterrupt("killed")
-
-    monkeypatch.setattr(grads.GradientStore, "commit_shard", dying)
-    return lambda: monkeypatch.setattr(grads.GradientStore, "commit_shard", commit)
-
-
-def test_dynamic_scores_the_whole_pool_every_epoch(setup, tmp_path):  # noqa: F811
+def test_dynamic_scores_the_whole_pool_every_epoch(setup, tmp_path):
     d, ckpt = setup
     rows, man, t = run_method(d, ckpt, tmp_path / "dyn", "dynamic")
     # warm-up: 2 steps x batch 2 x accumulation 2 = 8 random samples, then 2 selection epochs of 10
@@ -67,7 +27,7 @@ def test_dynamic_scores_the_whole_pool_every_epoch(setup, tmp_path):  # noqa: F8
     assert set(rows[-1]["selected_ids"]) == {t["id"][i] for i in top}  # the last epoch: the top 10 by score
 
 
-def test_clusterucb_draws_through_the_bandit(setup, tmp_path):  # noqa: F811
+def test_clusterucb_draws_through_the_bandit(setup, tmp_path):
     d, ckpt = setup
     rows, man, t = run_method(d, ckpt, tmp_path / "cucb", "clusterucb", targeted__k=3, targeted__draws=0.5)
     labels = np.asarray(t["cluster"])
@@ -84,7 +44,7 @@ def test_clusterucb_draws_through_the_bandit(setup, tmp_path):  # noqa: F811
     assert all(np.isfinite(score[i]) for r in sel for i in r["selected_ids"])  # trained only drawn samples
 
 
-def test_clusterucb_settings_are_checked(setup, tmp_path):  # noqa: F811
+def test_clusterucb_settings_are_checked(setup, tmp_path):
     d, ckpt = setup
     with pytest.raises(ValueError, match="clusterucb needs targeted.k"):
         run_method(d, ckpt, tmp_path / "nok", "clusterucb", targeted__draws=0.5)
@@ -93,7 +53,7 @@ def test_clusterucb_settings_are_checked(setup, tmp_path):  # noqa: F811
 
 
 @pytest.mark.parametrize("method", ["dynamic", "clusterucb"])
-def test_pool_pass_killed_midway_resumes_from_its_store(setup, tmp_path, monkeypatch, method):  # noqa: F811
+def test_pool_pass_killed_midway_resumes_from_its_store(setup, tmp_path, monkeypatch, method):
     """Killed during the first selection's pool-wide pass (Dynamic's scoring, ClusterUCB's
     clustering) after 2 of its 5 shards: the resumed run skips them and ends like a run never killed."""
     d, ckpt = setup

@@ -8,7 +8,7 @@ import types
 import numpy as np
 import pytest
 import torch
-from conftest import make_llama, randomise_lora_b
+from helpers import make_llama, randomise_lora_b
 
 from leadsel.data.encode import EncodedPool, collate
 from leadsel.model.load import add_lora

@@ -9,8 +9,8 @@ import sys
 import pytest
 import yaml
 
-from conftest import make_llama, make_tokenizer
-from test_runner import config, setup  # noqa: F401  (setup: the module fixture of a tiny run's inputs)
+from helpers import make_llama, make_tokenizer
+from helpers import config
 
 SHOT = {"question": "hello there", "choices": ["hi", "two", "e"], "label": 0}
 DOCS = [{"question": "what is two plus two", "choices": ["four", "five", "six"], "label": 0},
@@ -236,7 +236,7 @@ def test_without_lm_eval_the_error_says_what_to_install(monkeypatch):
         harness_eval(make_llama(), make_tokenizer(), MC)
 
 
-def test_eval_command_adds_the_harness_to_a_finished_run(lm_eval, setup, tasks, tmp_path, capsys):  # noqa: F811
+def test_eval_command_adds_the_harness_to_a_finished_run(lm_eval, setup, tasks, tmp_path, capsys):
     """`evaluate_run(harness=...)` scores the run's trained adapter in memory; eval.json and run.json
     gain "harness"; the CLI: --no-heldout keeps the losses, user errors without tracebacks."""
     import torch

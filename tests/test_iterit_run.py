@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from test_runner import config, rows_of, setup  # noqa: F401  (setup is a fixture)
+from helpers import config, rows_of
 
 
 def pool_responses(d):
@@ -23,7 +23,7 @@ def artifacts(run_dir):
     return t, json.loads((run_dir / "run.json").read_text()), rows_of(run_dir)
 
 
-def test_iterit_rescores_the_window_with_the_current_weights(setup, tmp_path, monkeypatch):  # noqa: F811
+def test_iterit_rescores_the_window_with_the_current_weights(setup, tmp_path, monkeypatch):
     from transformers.models.llama import modeling_llama
 
     from leadsel.runner import run
@@ -71,7 +71,7 @@ def test_iterit_rescores_the_window_with_the_current_weights(setup, tmp_path, mo
     assert rows[1]["select_seconds"] > 0
 
 
-def test_iterit_baseline_selects_once(setup, tmp_path):  # noqa: F811
+def test_iterit_baseline_selects_once(setup, tmp_path):
     from leadsel.runner import run
 
     d, ckpt = setup
@@ -84,7 +84,7 @@ def test_iterit_baseline_selects_once(setup, tmp_path):  # noqa: F811
     assert np.array_equal(np.asarray(t["complexity"]), np.asarray(t["ifd_base"], dtype=np.float32))
 
 
-def test_iterit_with_fewer_candidates_than_the_budget_says_so(setup, tmp_path):  # noqa: F811
+def test_iterit_with_fewer_candidates_than_the_budget_says_so(setup, tmp_path):
     from leadsel.runner import run
 
     d, ckpt = setup

@@ -4,8 +4,7 @@ per warm-up epoch weighted by its learning rate, then the top budget trained onc
 import numpy as np
 import pytest
 
-from test_gradient_methods import die_after_shards, run_and_read, val_paths
-from test_runner import setup  # noqa: F401  (setup is a fixture)
+from helpers import die_after_shards, run_and_read, val_paths
 
 
 def test_checkpoint_sum_by_hand():
@@ -46,7 +45,7 @@ def run_less(d, ckpt, run_dir, **extra):
     return run_and_read(d, ckpt, run_dir, **{**settings, **extra})
 
 
-def test_less_trains_the_top_budget_by_score_and_caches_it(setup, tmp_path):  # noqa: F811
+def test_less_trains_the_top_budget_by_score_and_caches_it(setup, tmp_path):
     d, ckpt = setup
     cache = tmp_path / "cache"
     rows, man, t = run_less(d, ckpt, tmp_path / "a", cache_dir=cache)
@@ -76,7 +75,7 @@ def test_less_trains_the_top_budget_by_score_and_caches_it(setup, tmp_path):  # 
     assert not list((cache / "scores").glob("*.partial"))  # the gradient stores are deleted once scored
 
 
-def test_less_pool_pass_resumes_after_a_kill(setup, tmp_path, monkeypatch):  # noqa: F811
+def test_less_pool_pass_resumes_after_a_kill(setup, tmp_path, monkeypatch):
     d, ckpt = setup
     _, _, ref = run_less(d, ckpt, tmp_path / "ref", cache_dir=tmp_path / "c-ref", scoring__checkpoint_every=8)
     revive = die_after_shards(monkeypatch, 3)  # after the third shard of checkpoint 1: 24 of 40 rows

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from leadsel.model.loss import per_sample_loss
-from conftest import make_gpt2, make_llama
+from helpers import make_gpt2, make_llama
 
 
 def batch_of(lengths, starts, vocab=30, seed=0, pad=1):

@@ -9,14 +9,14 @@ import subprocess
 import numpy as np
 import pytest
 
-from test_runner import overrides, setup  # noqa: F401  (setup is a fixture)
+from helpers import overrides
 
 RUN_PLOTS = ("plot-loss", "plot-bandit", "plot-idu", "plot-composition", "plot-heldout", "plot-cost")
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
 @pytest.fixture(scope="module")
-def comparison(setup, tmp_path_factory):  # noqa: F811
+def comparison(setup, tmp_path_factory):
     from leadsel.compare import run_comparison
     from leadsel.config import load_config
 

@@ -8,42 +8,11 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import save_tiny_checkpoint
-from test_cli import write_pool
+from helpers import config, overrides, rows_of, save_tiny_checkpoint, write_pool
 
 ROW_KEYS = {"round", "arm", "arm_probs", "reward", "reward_norm", "n_selected", "selected_ids", "unique_used",
             "lr", "D", "beta", "cos_phi", "delta", "mean_loss", "seconds"}
 TIMING = ("seconds", "checkpoint_seconds", "select_seconds")
-
-
-@pytest.fixture(scope="module")
-def setup(tmp_path_factory):
-    d = tmp_path_factory.mktemp("runner")
-    ckpt = save_tiny_checkpoint(d / "model")
-    write_pool(d / "alpha.jsonl", 24, 0)
-    write_pool(d / "beta.jsonl", 16, 1)
-    write_pool(d / "held.jsonl", 6, 2)
-    return d, ckpt
-
-
-def overrides(d, ckpt, run, **extra):
-    base = {"data.paths": f"[{d / 'alpha.jsonl'},{d / 'beta.jsonl'}]", "data.eval_paths": f"[{d / 'held.jsonl'}]",
-            "model.name": ckpt, "output_dir": str(run), "cache_dir": str(d / "cache"), "encoding.template": "chatml",
-            "model.lora.r": 4, "warmup.lora.r": 4, "warmup.size": 8, "train.per_device_batch_size": 2,
-            "train.gradient_accumulation_steps": 2, "progress": "false", "budget": 0.5, "lead.clusters": 3,
-            "lead.rate": 0.3, "model.precision": "fp32"}
-    base.update({k.replace("__", "."): v for k, v in extra.items()})
-    return [f"{k}={v}" for k, v in base.items()]
-
-
-def config(d, ckpt, run, **extra):
-    from leadsel.config import load_config
-
-    return load_config(None, overrides(d, ckpt, run, **extra))
-
-
-def rows_of(run):
-    return [json.loads(x) for x in (run / "rounds.jsonl").read_text().splitlines()]
 
 
 def test_lead_run_writes_the_artifact_contract(setup, tmp_path):

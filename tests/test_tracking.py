@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from test_runner import config, rows_of, setup  # noqa: F401  (setup is a fixture)
+from helpers import config, rows_of
 
 
 def scalars(logdir):
@@ -19,7 +19,7 @@ def scalars(logdir):
     return {k: sorted(v) for k, v in out.items()}
 
 
-def test_tensorboard_gets_steps_rounds_and_eval(setup, tmp_path):  # noqa: F811
+def test_tensorboard_gets_steps_rounds_and_eval(setup, tmp_path):
     pytest.importorskip("tensorboard")
     from leadsel.runner import run
 
@@ -38,7 +38,7 @@ def test_tensorboard_gets_steps_rounds_and_eval(setup, tmp_path):  # noqa: F811
     assert got["eval_base/held"] == [(0, pytest.approx(ev["base"]["held"]["loss_per_sample"], rel=1e-6))]
 
 
-def test_nothing_is_logged_by_default(setup, tmp_path):  # noqa: F811
+def test_nothing_is_logged_by_default(setup, tmp_path):
     from leadsel.runner import run
 
     d, ckpt = setup

@@ -9,7 +9,7 @@ from leadsel.data.records import Sample
 from leadsel.model.load import add_lora
 from leadsel.model.loss import per_sample_loss
 from leadsel.train.trainer import Trainer, lr_lambda
-from conftest import make_llama, make_tokenizer
+from helpers import make_llama, make_tokenizer
 
 TEXTS = [("hi there", "hello"), ("how are you", "fine thanks"), ("what is two plus two", "four"),
          ("a b c", "d e f g"), ("one two", "three four five"), ("hi", "six seven"),

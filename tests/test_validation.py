@@ -4,8 +4,7 @@ import json
 
 import pytest
 
-from test_cli import write_pool
-from test_runner import config, setup  # noqa: F401  (setup is a fixture)
+from helpers import config, write_pool
 
 
 def open_session(cfg):
@@ -14,7 +13,7 @@ def open_session(cfg):
     return Session.open(cfg, method=cfg.method, record=True)
 
 
-def test_validation_sets_load_one_per_task(setup, tmp_path):  # noqa: F811
+def test_validation_sets_load_one_per_task(setup, tmp_path):
     d, ckpt = setup
     a, b = write_pool(tmp_path / "val_alpha.jsonl", 3, 11), write_pool(tmp_path / "val_beta.jsonl", 2, 12)
     s = open_session(config(d, ckpt, tmp_path / "run", data__val_paths=f"[{a},{b}]"))
@@ -24,7 +23,7 @@ def test_validation_sets_load_one_per_task(setup, tmp_path):  # noqa: F811
     assert man["data"]["validation"]["val_alpha"]["n"] == 3
 
 
-def test_a_validation_set_drawn_from_an_eval_set_is_refused(setup, tmp_path):  # noqa: F811
+def test_a_validation_set_drawn_from_an_eval_set_is_refused(setup, tmp_path):
     d, ckpt = setup
     val = write_pool(tmp_path / "val_alpha.jsonl", 3, 11)
     held = (d / "held.jsonl").read_text().splitlines()
@@ -37,7 +36,7 @@ def test_a_validation_set_drawn_from_an_eval_set_is_refused(setup, tmp_path):  #
         s.validation_sets()
 
 
-def test_no_validation_set_is_a_clear_error(setup, tmp_path):  # noqa: F811
+def test_no_validation_set_is_a_clear_error(setup, tmp_path):
     d, ckpt = setup
     s = open_session(config(d, ckpt, tmp_path / "run"))
     with pytest.raises(ValueError, match="needs its validation examples: set data.val_paths"):
