@@ -65,6 +65,7 @@ def main(argv: list[str]) -> None:
     from leadsel.cli import demo_config_path
     from leadsel.config import load_config
     from leadsel.runner import run
+    from leadsel.select import METHODS
 
     rounds, methods = 3, ["lead", *PEERS]
     args = list(argv)
@@ -86,7 +87,7 @@ def main(argv: list[str]) -> None:
     with tempfile.TemporaryDirectory(prefix="leadsel-selection-cost-") as tmp:
         out = keep or Path(tmp)
         for m in methods:
-            per = [f"rounds={rounds}"] if m.startswith("lead") else [f"train.epochs={rounds}"]
+            per = [f"train.epochs={rounds}"] if METHODS[m].fixed_length else [f"rounds={rounds}"]
             cfg = load_config(config, [*args, f"method={m}", *per, f"output_dir={out / m}", "scoring.cache=false",
                                        "evaluate=false"])
             print(f"== {m}", file=sys.stderr, flush=True)

@@ -142,9 +142,9 @@ def run_method(d, ckpt, run_dir, method, **extra):
 def die_after_shards(monkeypatch, n):
     """Make the process 'die' (KeyboardInterrupt) right after the n-th gradient-store shard is
     committed; returns the function that undoes it."""
-    from leadsel.scoring import grads
+    from leadsel.scoring.grad_store import GradientStore
 
-    commit, calls = grads.GradientStore.commit_shard, []
+    commit, calls = GradientStore.commit_shard, []
 
     def dying(self, k, rows):
         commit(self, k, rows)
@@ -152,5 +152,5 @@ def die_after_shards(monkeypatch, n):
         if len(calls) == n:
             raise KeyboardInterrupt("killed")
 
-    monkeypatch.setattr(grads.GradientStore, "commit_shard", dying)
-    return lambda: monkeypatch.setattr(grads.GradientStore, "commit_shard", commit)
+    monkeypatch.setattr(GradientStore, "commit_shard", dying)
+    return lambda: monkeypatch.setattr(GradientStore, "commit_shard", commit)

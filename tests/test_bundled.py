@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 
 from leadsel.data import bundled
-from leadsel.data.bundled import (BundledPoolConfig, build_bundled_pool, check_disjoint,
-                                  config_fingerprint, content_key, iter_json_array)
+from leadsel.data.bundled import BundledPoolConfig, build_bundled_pool, config_fingerprint, iter_json_array
+from leadsel.data.load import write_records
+from leadsel.data.overlap import check_disjoint, content_key
 
 
 def words(s: str) -> int:
@@ -171,7 +172,7 @@ def test_cache_reused_without_rebuild(small, monkeypatch):
 
 
 def test_failed_build_leaves_no_directory(tmp_path, monkeypatch):
-    real = bundled._write_jsonl
+    real = bundled.write_records
     calls = []
 
     def flaky(path, recs):
@@ -180,7 +181,7 @@ def test_failed_build_leaves_no_directory(tmp_path, monkeypatch):
             raise OSError("disk full")
         return real(path, recs)
 
-    monkeypatch.setattr(bundled, "_write_jsonl", flaky)
+    monkeypatch.setattr(bundled, "write_records", flaky)
     with pytest.raises(OSError, match="disk full"):
         build_bundled_pool(BundledPoolConfig(**SMALL), words, tmp_path, "words", progress=False)
     assert list(tmp_path.iterdir()) == []
@@ -258,7 +259,7 @@ def test_jsonl_lines_escape_unicode_line_breaks(tmp_path):
         {"role": "user", "content": "a\u2028b\x85c"},
         {"role": "assistant", "content": "d\u2029é"}]}
     p = tmp_path / "f.jsonl"
-    bundled._write_jsonl(p, [rec, rec])
+    write_records(p, [rec, rec])
     text = p.read_text(encoding="utf-8")
     assert len(text.splitlines()) == 2 and "é" in text
     assert [json.loads(l) for l in text.splitlines()] == [rec, rec]

@@ -1,4 +1,4 @@
-"""LEAD's coarse level (leadsel.select.clusters, ALGORITHMS.md §1.1.4): k-means clusters of the pool.
+"""LEAD's coarse level (leadsel.select.clusters, docs/algorithms.md §1.1.4): k-means clusters of the pool.
 
 Inputs are built so that the right partition is obvious by eye (well-separated groups), and the
 numbering follows the spec: clusters by increasing IFD (0 = lowest), flagged IFD (> 1, inf, nan)

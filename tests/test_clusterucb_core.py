@@ -16,13 +16,13 @@ from leadsel.select.clusterucb_core import (
     cold_start,
     pick_arm,
     run_clusterucb,
-    spherical_kmeans,
     thresh_hard_values,
     thresh_normal_values,
     top_by_reward,
     ucb1_values,
     ucb_beta_values,
 )
+from leadsel.select.spherical_kmeans import spherical_kmeans
 
 INF = math.inf
 SMALL = [[0.2, 0.4], [0.9], []]  # arm 0 drawn twice, arm 1 once, arm 2 never

@@ -3,7 +3,7 @@ import math
 
 import pytest
 
-from leadsel.compare import markdown, summarise, versus
+from leadsel.report.tables import markdown, summarise, versus
 
 
 ROWS = [  # two seeds of lead, three of random, one of full
@@ -44,7 +44,7 @@ def test_selection_profile_by_hand(tmp_path):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from leadsel.compare import pool_u0, selection_profile
+    from leadsel.report.tables import pool_u0, selection_profile
 
     run = tmp_path / "run"
     run.mkdir()

@@ -1,13 +1,12 @@
 """Dynamic and ClusterUCB end to end on a tiny model: a warm-up round, then per epoch a selection by
 LESS gradient scores at the current checkpoint (the whole pool, or bandit draws over gradient
 clusters), every scoring pass counted in run.json."""
-import json
 import math
 
 import numpy as np
 import pytest
 
-from helpers import config, die_after_shards, rows_of, run_and_read, run_method, val_paths, write_pool
+from helpers import die_after_shards, run_method
 
 
 def test_dynamic_scores_the_whole_pool_every_epoch(setup, tmp_path):

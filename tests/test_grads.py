@@ -13,16 +13,10 @@ from helpers import make_llama, randomise_lora_b
 from leadsel.data.encode import EncodedPool, collate
 from leadsel.model.load import add_lora
 from leadsel.model.loss import per_sample_loss
-from leadsel.scoring.grads import (
-    AdamState,
-    GradientStore,
-    adam_precondition,
-    gradient_features,
-    less_scores,
-    per_sample_grads,
-    trainable_parameters,
-)
-from leadsel.scoring.passes import PassCounter
+from leadsel.scoring.counter import PassCounter
+from leadsel.scoring.features import gradient_features, less_scores
+from leadsel.scoring.grad_store import GradientStore
+from leadsel.scoring.grads import AdamState, adam_precondition, per_sample_grads, trainable_parameters
 
 PAD = 1
 LENGTHS = [7, 12, 5, 9, 10]

@@ -1,4 +1,4 @@
-"""IDU building blocks (leadsel.select.idu, ALGORITHMS.md §1.3 and §1.2.5).
+"""IDU building blocks (leadsel.select.idu, docs/algorithms.md §1.3 and §1.2.5).
 
 Every expected number is a literal worked out by hand from the spec's formulas; the comment above
 each assertion shows the arithmetic. Notation: a = d_ref, b = d_prev, c = sqrt(max(a,0) max(b,0)) cos.

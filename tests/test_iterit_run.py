@@ -4,7 +4,6 @@ forward passes, counted in run.json) and re-selects inside it; ``baseline`` sele
 import json
 
 import numpy as np
-import pytest
 
 from helpers import config, rows_of
 

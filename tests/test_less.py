@@ -1,5 +1,5 @@
 """The ``less`` baseline: LESS gradient scores under a warm-up adapter, summed over one checkpoint
-per warm-up epoch weighted by its learning rate, then the top budget trained once (ALGORITHMS.md §3.1)."""
+per warm-up epoch weighted by its learning rate, then the top budget trained once (docs/algorithms.md §3.1)."""
 
 import numpy as np
 import pytest
@@ -27,7 +27,7 @@ def test_checkpoint_sum_by_hand():
 
 
 def test_task_similarity_columns_by_hand():
-    from leadsel.scoring.grads import less_scores, task_similarity
+    from leadsel.scoring.features import less_scores, task_similarity
 
     train = np.array([[1.0, 0, 0], [0, 1.0, 0], [3.0, 4.0, 0], [0, 0, 2.0]])
     val = {"A": np.array([[1.0, 0, 0], [0, 1.0, 0]]), "B": np.array([[0, 0, 1.0], [0.6, 0.8, 0]])}

@@ -34,7 +34,7 @@ def figures(text: str) -> dict[str, bytes]:
 
 
 def test_moving_average_and_step_losses_by_hand():
-    from leadsel.report import Run, _moving, step_losses
+    from leadsel.report.plots import Run, _moving, step_losses
 
     assert np.allclose(_moving(np.array([1.0, 2.0, 3.0, 4.0]), 2), [1.0, 1.5, 2.5, 3.5])
     assert np.allclose(_moving(np.array([1.0, 5.0]), 4), [1.0, 5.0])

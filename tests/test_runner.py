@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 
-from helpers import config, overrides, rows_of, save_tiny_checkpoint, write_pool
+from helpers import config, overrides, rows_of, write_pool
 
 ROW_KEYS = {"round", "arm", "arm_probs", "reward", "reward_norm", "n_selected", "selected_ids", "unique_used",
             "lr", "D", "beta", "cos_phi", "delta", "mean_loss", "seconds"}
@@ -173,7 +173,8 @@ def test_a_second_seed_reuses_every_offline_score(setup, tmp_path):
 
 
 def test_run_directory_policy(setup, tmp_path):
-    from leadsel.runner import RunDirError, run
+    from leadsel.rundir import RunDirError
+    from leadsel.runner import run
 
     d, ckpt = setup
     run_dir = tmp_path / "run"
@@ -220,7 +221,7 @@ def test_killed_run_resumes_to_the_same_result(setup, tmp_path, method):
     cfg_file.write_text(f"method: {method}\n")
     extra = dict(**KILL_SETTINGS[method], model__lora__dropout=0.1, evaluate="false")
     if method in ("dynamic", "clusterucb"):
-        from test_gradient_methods import val_paths
+        from helpers import val_paths
 
         extra["data__val_paths"] = val_paths(tmp_path)
     straight, killed = tmp_path / "straight", tmp_path / "killed"

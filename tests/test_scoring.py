@@ -8,7 +8,8 @@ from leadsel.data.encode import collate, encode
 from leadsel.data.records import Sample
 from leadsel.model.loss import per_sample_loss
 from leadsel.scoring.cache import ScoreCache
-from leadsel.scoring.passes import PassCounter, ifd_from_losses, length_batches, loss_pass
+from leadsel.scoring.counter import PassCounter
+from leadsel.scoring.passes import ifd_from_losses, length_batches, loss_pass
 from helpers import make_llama, make_tokenizer
 
 WORDS = "a b c d e f g h one two three four five six seven hi hello there".split()

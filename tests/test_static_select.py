@@ -1,4 +1,4 @@
-"""Static baselines (leadsel.select.static, ALGORITHMS.md §4): random, full, ifd, loss.
+"""Static baselines (leadsel.select.static, docs/algorithms.md §4): random, full, ifd, loss.
 
 Expected subsets are written by hand from the spec: top ``budget`` by the score, ties broken by
 sample id; ifd keeps only finite IFD <= 1 (IFD > 1: the prompt does not help, flagged).

@@ -29,6 +29,8 @@ from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import numpy as np
 
+from .numeric import is_int
+
 _TOL = 1e-9  # rewards this far outside [-1, 1] (float noise) are clipped, further ones rejected
 
 
@@ -54,19 +56,26 @@ def _param(value: Any, name: str, lo: float, hi: float, lo_open: bool = False, h
     return v
 
 
-def _is_int(x: Any) -> bool:
-    return isinstance(x, (int, np.integer)) and not isinstance(x, bool)
+def ucb1_bonus(counts: np.ndarray, total: int, c: float) -> np.ndarray:
+    """UCB1's exploration bonus ``sqrt(c ln(total) / n_i)`` of arms pulled ``n_i`` (``counts``)
+    times out of ``total`` pulls (ClusterUCB's ucb1 policy uses it with c = 2)."""
+    return np.sqrt(c * math.log(max(int(total), 1)) / counts)
+
+
+def ucb_beta_bonus(std: np.ndarray, beta: float) -> np.ndarray:
+    """UCB-β's bonus ``beta * std`` of each arm's (population) reward std."""
+    return beta * std
 
 
 class _Base:
     """Shared state (per-arm pull counts and reward sums, the generator) and input checks."""
 
     name = ""
-    _PARAMS: ClassVar[tuple[str, ...]] = ()  # constructor parameters, saved in and checked by the state
+    PARAMS: ClassVar[tuple[str, ...]] = ()  # constructor parameters, saved in and checked by the state
     _ARRAYS: ClassVar[tuple[str, ...]] = ("counts", "sums")  # per-arm arrays saved in the state
 
     def __init__(self, n_arms: int, seed: int) -> None:
-        if not _is_int(n_arms) or n_arms < 1:
+        if not is_int(n_arms) or n_arms < 1:
             raise ValueError(f"n_arms must be a positive int, got {n_arms!r}")
         self.n_arms = int(n_arms)
         self.rng = np.random.default_rng(seed)
@@ -74,7 +83,7 @@ class _Base:
         self.sums = np.zeros(self.n_arms)
 
     def params(self) -> dict[str, float]:
-        return {k: getattr(self, k) for k in self._PARAMS}
+        return {k: getattr(self, k) for k in self.PARAMS}
 
     def _mask(self, mask: np.ndarray, allow_empty: bool = False) -> np.ndarray:
         m = np.asarray(mask)
@@ -85,7 +94,7 @@ class _Base:
         return m
 
     def update(self, arm: int, reward: float) -> None:
-        if not _is_int(arm) or not 0 <= arm < self.n_arms:
+        if not is_int(arm) or not 0 <= arm < self.n_arms:
             raise ValueError(f"arm must be an int in [0, {self.n_arms}), got {arm!r}")
         r = float(reward)
         if not (math.isfinite(r) and -1 - _TOL <= r <= 1 + _TOL):
@@ -123,7 +132,7 @@ class Exp3(_Base):
     """
 
     name = "exp3"
-    _PARAMS = ("gamma",)
+    PARAMS = ("gamma",)
     _ARRAYS = (*_Base._ARRAYS, "log_w")
 
     def __init__(self, n_arms: int, seed: int, gamma: float = 0.1) -> None:
@@ -182,7 +191,7 @@ class Exp3S(Exp3):
     """
 
     name = "exp3s"
-    _PARAMS = ("gamma", "alpha")
+    PARAMS = ("gamma", "alpha")
 
     def __init__(self, n_arms: int, seed: int, gamma: float = 0.1, alpha: float = 0.01) -> None:
         super().__init__(n_arms, seed, gamma)
@@ -232,14 +241,14 @@ class UCB1(_UCB):
     """UCB1: value_i = mean_i + sqrt(c ln(n) / n_i), n = total pulls; never-pulled arms first."""
 
     name = "ucb1"
-    _PARAMS = ("c",)
+    PARAMS = ("c",)
 
     def __init__(self, n_arms: int, seed: int, c: float = 2.0) -> None:
         super().__init__(n_arms, seed)
         self.c = _param(c, "c", 0.0, math.inf, lo_open=True, hi_open=True)
 
     def _bonus(self, seen: np.ndarray) -> np.ndarray:
-        return np.sqrt(self.c * math.log(max(int(self.counts.sum()), 1)) / self.counts[seen])
+        return ucb1_bonus(self.counts[seen], self.counts.sum(), self.c)
 
 
 class UCBBeta(_UCB):
@@ -247,7 +256,7 @@ class UCBBeta(_UCB):
     sum of squared deviations ``m2``); never-pulled arms first."""
 
     name = "ucb_beta"
-    _PARAMS = ("beta",)
+    PARAMS = ("beta",)
     _ARRAYS = (*_Base._ARRAYS, "m2")
 
     def __init__(self, n_arms: int, seed: int, beta: float = 1.0) -> None:
@@ -261,7 +270,7 @@ class UCBBeta(_UCB):
         self.m2[arm] += (r - old_mean) * (r - self.sums[arm] / self.counts[arm])
 
     def _bonus(self, seen: np.ndarray) -> np.ndarray:
-        return self.beta * np.sqrt(np.maximum(self.m2[seen], 0.0) / self.counts[seen])
+        return ucb_beta_bonus(np.sqrt(np.maximum(self.m2[seen], 0.0) / self.counts[seen]), self.beta)
 
 
 class Thompson(_IndexBandit):
@@ -272,7 +281,7 @@ class Thompson(_IndexBandit):
     """
 
     name = "thompson"
-    _PARAMS = ("prior_mean", "prior_var", "noise_var")
+    PARAMS = ("prior_mean", "prior_var", "noise_var")
 
     def __init__(self, n_arms: int, seed: int, prior_mean: float = 0.0, prior_var: float = 1.0,
                  noise_var: float = 0.25) -> None:
@@ -318,8 +327,8 @@ def make_bandit(name: str, n_arms: int, seed: int, **params: Any) -> Bandit:
     if name not in BANDITS:
         raise ValueError(f"unknown bandit {name!r}; choose one of: {', '.join(BANDITS)}")
     cls = BANDITS[name]
-    unknown = sorted(set(params) - set(cls._PARAMS))
+    unknown = sorted(set(params) - set(cls.PARAMS))
     if unknown:
         raise TypeError(f"unknown parameter(s) {', '.join(unknown)} for bandit {name!r}; "
-                        f"allowed: {', '.join(cls._PARAMS) or '(none)'}")
+                        f"allowed: {', '.join(cls.PARAMS) or '(none)'}")
     return cls(n_arms, seed, **params)

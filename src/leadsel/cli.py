@@ -1,21 +1,9 @@
 """``leadsel``: one command line over the Python API.
 
-    leadsel demo [key=value ...]              LEAD on the bundled model and pool (the settings of
-                                              configs/demo.yaml): held-out loss before and after
-    leadsel run CONFIG [key=value ...] [--resume]   a run of any method from a YAML config; an
-                                              interrupted run continues when started again
-    leadsel compare CONFIG [key=value ...]    compare.methods x compare.seeds on one pool and budget ->
-                                              comparison.md / .csv (quality and cost); resumable
-    leadsel score CONFIG [key=value ...]      only the offline scores the method needs (cached)
-    leadsel eval RUN_DIR [--extra F.jsonl] [key=value ...]   held-out loss of a finished run's
-                                              trained model and its base model -> eval.json
-        [--harness T1,T2 [--num-fewshot N] [--harness-limit N] [--harness-batch-size N]
-         [--chat-template] [--harness-include DIR] [--no-heldout]]   and lm-evaluation-harness
-                                              tasks on the trained model, in memory (leadsel[eval])
-    leadsel report RUN_DIR|COMPARISON_DIR [-o FILE]   report.html: plots of the run(s), self-contained
-    leadsel validate [CONFIG] [key=value ...] load and encode a pool; report formats, skips, rejects
-    leadsel build-pool [CONFIG] [key=value ...]  build the bundled pool and print where it is
-    leadsel config [CONFIG] [key=value ...] [--all]  print the resolved config (--all: commented)
+    leadsel demo | run | compare | score | eval | report | validate | build-pool | config
+
+One handler per command; each command's flags are documented once, in its argparse help
+(``leadsel COMMAND --help``); docs/cli.md says what each command does and writes.
 
 Overrides use dotted keys: ``train.learning_rate=1e-4 data.paths=[a.jsonl,b.jsonl]``.
 Set LEADSEL_DEBUG=1 to see tracebacks of errors.
@@ -24,23 +12,26 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 import logging
 import os
 import sys
+from pathlib import Path
 
 from . import __version__
+from .config import ConfigError, commented_yaml, load_config, to_dict
+from .data.encode import TemplateError
+from .data.records import DataError
+
+# The handlers import the modules that load torch and transformers when they run: `import
+# leadsel.runner` takes 4.2 s here and `import leadsel.cli` 0.06 s (python -c, 2-core dev machine),
+# so `leadsel --help`, `leadsel config` and a bad argument answer at once.
 
 
 def _config(args):
-    from .config import load_config
-
     return load_config(getattr(args, "config", None), args.overrides)
 
 
 def demo_config_path() -> str:
-    from pathlib import Path
-
     return str(Path(__file__).parent / "configs" / "demo.yaml")
 
 
@@ -76,7 +67,7 @@ def print_losses(base: dict, trained: dict) -> None:
 def cmd_score(args) -> int:
     import numpy as np
 
-    from .runner import write_scores
+    from .rundir import write_scores
     from .scoring.offline import offline_scores
     from .select import needs
     from .session import Session
@@ -95,7 +86,6 @@ def cmd_score(args) -> int:
 
 def cmd_compare(args) -> int:
     from .compare import run_comparison
-
     from .report import write_report
 
     out = run_comparison(_config(args))
@@ -213,8 +203,6 @@ def cmd_build_pool(args) -> int:
 
 
 def cmd_config(args) -> int:
-    from .config import commented_yaml, to_dict
-
     cfg = _config(args)
     if args.all:
         print(commented_yaml(cfg))
@@ -321,10 +309,6 @@ def main(argv: list[str] | None = None) -> int:
         args.config = None
     if args.command == "demo":
         args.config = demo_config_path()
-    from .config import ConfigError
-    from .data.encode import TemplateError
-    from .data.records import DataError
-
     try:
         return args.fn(args)
     except (ConfigError, DataError, TemplateError, FileNotFoundError, ValueError, RuntimeError) as e:

@@ -16,13 +16,13 @@ from __future__ import annotations
 import csv
 import dataclasses
 import io
-import json
 import sys
 from pathlib import Path
 
-import numpy as np
-
-from .config import RunConfig
+from .report.tables import markdown, pool_u0, run_row, selection_profile, summarise
+from .runner import run
+from .schema import RunConfig
+from .utils import atomic_write_bytes
 
 
 def run_dir_of(cfg: RunConfig, method: str, seed: int) -> Path:
@@ -34,8 +34,6 @@ def seeds_of(cfg: RunConfig, method: str) -> list[int]:
 
 
 def run_comparison(cfg: RunConfig) -> dict:
-    from .runner import run
-
     for method in cfg.compare.methods:
         for seed in seeds_of(cfg, method):
             sub = dataclasses.replace(cfg, method=method, seed=seed, output_dir=str(run_dir_of(cfg, method, seed)))
@@ -45,100 +43,7 @@ def run_comparison(cfg: RunConfig) -> dict:
     return write_tables(cfg)
 
 
-def _needed(passes: dict, kind: str, stage_filter) -> tuple[int, int]:
-    """(sample-passes, tokens) a run needed for ``kind`` (forward|backward), done or from the cache."""
-    n = tok = 0
-    for prefix in ("", "cached_"):
-        for stage, v in passes.get(f"{prefix}{kind}", {}).items():
-            if stage_filter(stage):
-                n += v
-                tok += passes.get(f"{prefix}{kind}_tokens", {}).get(stage, 0)
-    return n, tok
-
-
-def run_row(run_dir: Path) -> dict:
-    """The numbers of one finished run."""
-    man = json.loads((run_dir / "run.json").read_text(encoding="utf-8"))
-    if man.get("status") != "complete":
-        raise ValueError(f"{run_dir} is not complete")
-    params = man["model"]["total_parameters"]
-    p = man.get("passes", {})
-    fwd_n, fwd_tok = _needed(p, "forward", lambda st: not st.startswith("eval-"))
-    bwd_n, bwd_tok = _needed(p, "backward", lambda st: True)
-    row = {"method": man["method"], "seed": man["seed"], "budget": man.get("selection", {}).get("budget"),
-           "distinct_trained": man.get("rounds", {}).get("distinct_trained"),
-           "samples_trained": man.get("rounds", {}).get("samples_trained"),
-           "forward_passes": fwd_n, "backward_passes": bwd_n,
-           "train_tokens": p.get("backward_tokens", {}).get("train", 0),
-           "flops": 2.0 * params * fwd_tok + 6.0 * params * bwd_tok}
-    for stage, v in man.get("stages", {}).items():
-        row[f"seconds_{stage}"] = v.get("seconds")
-    rounds = run_dir / "rounds.jsonl"
-    sel = [json.loads(x).get("select_seconds") for x in rounds.read_text(encoding="utf-8").splitlines() if x.strip()]
-    if sel and all(v is not None for v in sel):  # selection inside the rounds (part of the train stage)
-        row["seconds_select"] = float(sum(sel))
-    ev = man.get("eval", {})
-    for name, v in (ev.get("trained") or {}).items():
-        row[f"loss_{name}"] = v["loss_per_sample"]
-    for name, v in (ev.get("base") or {}).items():
-        row[f"base_loss_{name}"] = v["loss_per_sample"]
-    return row
-
-
-def pool_u0(run_dirs: list[Path]) -> dict[str, float] | None:
-    """Base-model loss U0 by sample id, from the first run that computed it (every run of a
-    comparison has the same pool and base model)."""
-    import pyarrow.parquet as pq
-
-    for d in run_dirs:
-        f = d / "scores.parquet"
-        if f.is_file():
-            t = pq.read_table(f, columns=["id", "u0"]).to_pydict()
-            if not any(v != v or v is None for v in t["u0"]):  # a run that scored U0 has no NaN
-                return dict(zip(t["id"], t["u0"]))
-    return None
-
-
-def selection_profile(run_dir: Path, u0: dict[str, float] | None) -> dict:
-    """What a run trained on: each source's share of its distinct samples, their mean length in
-    tokens, and their mean U0 percentile within the pool (50 = the pool's median)."""
-    import pyarrow.parquet as pq
-
-    t = pq.read_table(run_dir / "scores.parquet", columns=["id", "source", "times_used", "length"]).to_pydict()
-    used = [i for i, n in enumerate(t["times_used"]) if n > 0]
-    if not used:
-        return {}
-    out = {f"share_{src}": sum(t["source"][i] == src for i in used) / len(used) for src in sorted(set(t["source"]))}
-    out["mean_length"] = float(np.mean([t["length"][i] for i in used]))
-    if u0 is not None:
-        vals = np.asarray([u0[i] for i in t["id"]], dtype=np.float64)
-        pct = 100.0 * (np.argsort(np.argsort(vals, kind="stable"), kind="stable") + 0.5) / len(vals)
-        out["u0_percentile"] = float(pct[used].mean())
-    return out
-
-
-def summarise(rows: list[dict], methods: list[str]) -> list[dict]:
-    """Per method: mean and sample std (ddof 1; 0 for one seed) of every numeric field."""
-    out = []
-    for m in methods:
-        mine = [r for r in rows if r["method"] == m]
-        if not mine:
-            continue
-        agg: dict = {"method": m, "seeds": len(mine)}
-        keys = [k for k in mine[0] if k not in ("method", "seed")]
-        for k in keys:
-            vals = np.asarray([r.get(k) for r in mine if r.get(k) is not None], dtype=np.float64)
-            if len(vals) == 0:
-                continue
-            agg[k] = float(vals.mean())
-            agg[f"{k}_std"] = float(vals.std(ddof=1)) if len(vals) > 1 else 0.0
-        out.append(agg)
-    return out
-
-
 def write_tables(cfg: RunConfig) -> dict:
-    from .utils import atomic_write_bytes
-
     dirs = [run_dir_of(cfg, m, s) for m in cfg.compare.methods for s in seeds_of(cfg, m)]
     u0 = pool_u0(dirs)
     rows = [{**run_row(d), **selection_profile(d, u0)} for d in dirs]
@@ -152,68 +57,3 @@ def write_tables(cfg: RunConfig) -> dict:
     atomic_write_bytes(out / "comparison.csv", buf.getvalue().encode())
     atomic_write_bytes(out / "comparison.md", markdown(table, rows).encode())
     return {"dir": str(out), "table": table, "runs": rows}
-
-
-def _pm(t: dict, k: str, fmt: str = "{:.4f}") -> str:
-    if k not in t:
-        return "–"
-    s = fmt.format(t[k])
-    return s + (" ± " + fmt.format(t[f"{k}_std"]) if t["seeds"] > 1 else "")
-
-
-def versus(table: list[dict], ref: str = "random", key: str = "loss_mean") -> dict[str, tuple[float, float]]:
-    """Per method: its mean ``key`` minus ``ref``'s, and the standard error of that difference
-    (sqrt(s_a²/n_a + s_b²/n_b), sample std over seeds; 0 where a side has one seed)."""
-    r = next((t for t in table if t["method"] == ref), None)
-    if r is None or key not in r:
-        return {}
-    out = {}
-    for t in table:
-        if t["method"] != ref and key in t:
-            se = np.sqrt(t[f"{key}_std"] ** 2 / t["seeds"] + r[f"{key}_std"] ** 2 / r["seeds"])
-            out[t["method"]] = (t[key] - r[key], float(se))
-    return out
-
-
-def markdown(table: list[dict], rows: list[dict]) -> str:
-    sets = sorted({k[5:] for t in table for k in t if k.startswith("loss_") and not k.endswith("_std")} - {"mean"})
-    vs = versus(table)
-    lines = ["# Comparison", "",
-             "Held-out loss per sample (mean ± std over seeds; lower is better) after training on each "
-             "method's selection. `base` is the model before training. `vs random`: the method's mean minus "
-             "random's, ± the standard error of that difference. `trained tokens`: tokens (prompt and response) the "
-             "training passes processed, repeats included.", "",
-             "| method | seeds | distinct trained | trained tokens | mean | vs random | " + " | ".join(sets) + " |",
-             "| --- | --- | --- | --- | --- | --- | " + " | ".join("---" for _ in sets) + " |"]
-    base = rows[0] if rows else {}
-    if "base_loss_mean" in base:
-        lines.append("| base | – | 0 | 0 | " + f"{base['base_loss_mean']:.4f} | – | "
-                     + " | ".join(f"{base.get('base_loss_' + s, float('nan')):.4f}" for s in sets) + " |")
-    for t in table:
-        v = f"{vs[t['method']][0]:+.4f} ± {vs[t['method']][1]:.4f}" if t["method"] in vs else "–"
-        lines.append(f"| {t['method']} | {t['seeds']} | {_pm(t, 'distinct_trained', '{:.0f}')} | "
-                     f"{_pm(t, 'train_tokens', '{:.0f}')} | {_pm(t, 'loss_mean')} | {v} | "
-                     + " | ".join(_pm(t, 'loss_' + s) for s in sets) + " |")
-    shares = sorted({k for t in table for k in t if k.startswith("share_") and not k.endswith("_std")})
-    if shares:
-        lines += ["", "What each method trained on (mean over seeds): each source's share of the distinct samples, "
-                      "their mean length in tokens (prompt and response), and their mean percentile of base-model loss U0 in the pool "
-                      "(50: the pool's median).", "",
-                  "| method | mean length | U0 percentile | " + " | ".join(k[6:] for k in shares) + " |",
-                  "| --- | --- | --- | " + " | ".join("---" for _ in shares) + " |"]
-        for t in table:
-            lines.append(f"| {t['method']} | {_pm(t, 'mean_length', '{:.0f}')} | {_pm(t, 'u0_percentile', '{:.1f}')} | "
-                         + " | ".join(_pm(t, k, '{:.0%}') for k in shares) + " |")
-    stages = [s for s in ("offline", "train", "select", "eval_before", "eval_after")
-              if any(f"seconds_{s}" in t for t in table)]
-    lines += ["", "Cost (mean over seeds): wall seconds per stage (`select`: the selection work inside the rounds, "
-                  "part of `train`); sample-passes and FLOPs the method needs, including work taken from the shared "
-                  "cache; evaluation excluded from passes and FLOPs.", "",
-              "| method | " + " | ".join(f"{s} s" for s in stages) + " | forward passes | backward passes | FLOPs |",
-              "| --- | " + " | ".join("---" for _ in stages) + " | --- | --- | --- |"]
-    for t in table:
-        lines.append(f"| {t['method']} | " + " | ".join(_pm(t, f'seconds_{s}', '{:.1f}') for s in stages)
-                     + " | " + " | ".join(format(t[k], f) if k in t else "–" for k, f in
-                                         (("forward_passes", ".0f"), ("backward_passes", ".0f"), ("flops", ".3g")))
-                     + " |")
-    return "\n".join(lines) + "\n"

@@ -7,18 +7,27 @@ one, validated and encoded; held-out eval sets, checked not to overlap the pool)
 from __future__ import annotations
 
 import logging
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from accelerate import Accelerator
+from accelerate.utils import set_seed
 
-from .config import RunConfig, to_dict
+from .data.bundled import build_bundled_pool
 from .data.encode import EncodedPool, encode
 from .data.load import load_pool
+from .data.overlap import check_heldout, check_validation, sample_key
 from .data.records import Sample
 from .manifest import RunManifest
+from .model.load import load_model, load_tokenizer, model_fingerprint, resolve_model
+from .model.precision import choose_precision
+from .schema import RunConfig, to_dict
 from .scoring.cache import ScoreCache
-from .scoring.passes import PassCounter, loss_pass
+from .scoring.counter import PassCounter
+from .scoring.passes import loss_pass
+from .tracking import accelerator_kwargs
 from .utils import cache_root
 
 log = logging.getLogger(__name__)
@@ -26,17 +35,9 @@ log = logging.getLogger(__name__)
 
 def build_bundled(cfg: RunConfig, tokenizer):
     """The bundled pool of ``cfg.data.bundled``, its length limit counted in the model's tokens."""
-    from .data.bundled import build_bundled_pool
-
     count = (lambda text: len(tokenizer(text, add_special_tokens=False)["input_ids"]))
     return build_bundled_pool(cfg.data.bundled, count, cache_root(cfg.cache_dir), tokenizer_name=cfg.model.name,
                               progress=cfg.progress)
-
-
-def _key(s: Sample) -> str:
-    from .data.bundled import content_key
-
-    return content_key("\n".join(m["content"] for m in s.prompt_messages), s.response)
 
 
 @dataclass
@@ -51,7 +52,7 @@ class Session:
     cfg: RunConfig
     run_dir: Path
     manifest: RunManifest
-    accelerator: object
+    accelerator: Accelerator
     model_path: str = ""
     tokenizer: object = None
     model: object = None
@@ -71,15 +72,10 @@ class Session:
     def open(cls, cfg: RunConfig, method: str, resume: bool = False, record: bool = True) -> "Session":
         """``resume``: keep the run directory's manifest (stage times and pass counts accumulate).
         ``record=False``: write no run.json (evaluating a finished run)."""
-        from accelerate import Accelerator
-        from accelerate.utils import set_seed
-
         run_dir = Path(cfg.output_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
         set_seed(cfg.seed)
         manifest = RunManifest(run_dir, to_dict(cfg), cfg.seed, method, resume=resume, record=record)
-        from .tracking import accelerator_kwargs
-
         s = cls(cfg=cfg, run_dir=run_dir, manifest=manifest,
                 accelerator=Accelerator(**(accelerator_kwargs(cfg, run_dir) if record else {})),
                 counter=PassCounter())  # a resumed run takes its counts from its checkpoint
@@ -95,8 +91,6 @@ class Session:
         return self.tokenizer.pad_token_id
 
     def _load_model(self) -> None:
-        from .model.load import choose_precision, load_model, load_tokenizer, model_fingerprint, resolve_model
-
         mc = self.cfg.model
         self.model_path = resolve_model(mc.name, mc.cache_dir or self.cfg.cache_dir)
         self.tokenizer = load_tokenizer(self.model_path, self.cfg.encoding.template)
@@ -145,18 +139,11 @@ class Session:
         self.manifest.update("data", load=report.to_dict(), encoding=self.pool.report(),
                              supervise=self.cfg.encoding.supervise, n_pool=len(self.pool))
         pool_ids = set(self.pool.ids)
-        pool_keys = {_key(s) for s in self.samples}
+        pool_keys = {sample_key(s) for s in self.samples}
         cap = self.cfg.eval_max_samples
         for name, path in sorted(eval_paths.items()):
             samples, rep = load_pool([path], fmt="auto", on_error=dc.on_error)
-            overlap = pool_ids.intersection(s.id for s in samples)
-            if overlap:
-                raise ValueError(f"eval set {path} shares {len(overlap)} ids with the pool "
-                                 f"(e.g. {sorted(overlap)[:3]}); held-out sets must not overlap it")
-            same = sum(_key(s) in pool_keys for s in samples)
-            if same:
-                raise ValueError(f"eval set {path} has {same} samples whose content is also in the pool; "
-                                 f"held-out sets must not overlap it")
+            check_heldout(path, samples, pool_ids, pool_keys)
             samples = samples[:cap] if cap else samples
             enc = self.encode(samples)
             self.evals.append(EvalSet(name, samples, enc))
@@ -178,15 +165,11 @@ class Session:
         eval_keys: dict[str, str] = {}
         for name, path in self.eval_paths.items():
             samples, _ = load_pool([path], fmt="auto", on_error=self.cfg.data.on_error)
-            eval_keys.update((_key(x), str(path)) for x in samples)
+            eval_keys.update((sample_key(x), str(path)) for x in samples)
         vals, info = [], {}
         for name, path in sorted(paths.items()):
             samples, rep = load_pool([path], fmt="auto", on_error=dc.on_error)
-            leaked = [(x.id, eval_keys[_key(x)]) for x in samples if _key(x) in eval_keys]
-            if leaked:
-                raise ValueError(f"validation set {path} has {len(leaked)} samples that are also in an evaluation set "
-                                 f"(e.g. {leaked[0][0]} in {leaked[0][1]}); validation examples must never come from "
-                                 "a test set")
+            check_validation(path, samples, eval_keys)
             enc = self.encode(samples)
             vals.append(EvalSet(name, samples, enc))
             info[name] = {"n": len(enc), "rejected": enc.rejected, "skipped": rep.skipped}
@@ -198,8 +181,6 @@ class Session:
     def losses(self, pool: EncodedPool, kind: str, *, base: bool, desc: str) -> tuple[np.ndarray, np.ndarray]:
         """Per-sample losses of ``pool`` under the base model (adapter off, cached) or the
         current one (not cached)."""
-        from contextlib import nullcontext
-
         off = self.model.disable_adapter() if base and hasattr(self.model, "disable_adapter") else nullcontext()
         with off:
             return self.score_with(self.model, pool, kind, self.base_fp if base else None, desc)

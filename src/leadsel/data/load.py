@@ -17,9 +17,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence, Union
 
-from leadsel.data.formats import FORMATS, detect_format, to_messages
-from leadsel.data.records import DataError, Sample, content_hash
-from leadsel.utils import atomic_open
+from ..utils import atomic_open
+from .formats import FORMATS, detect_format, to_messages
+from .records import DataError, Sample, content_hash
 
 ON_ERROR = ("raise", "skip")
 MAX_EXAMPLES = 20
@@ -73,15 +73,37 @@ def load_pool(paths: PathLike | Sequence[PathLike], *, fmt: str = "auto",
     return samples, report
 
 
-def write_jsonl(samples: Iterable[Sample], path: PathLike) -> None:
-    """Write each sample's ``raw`` record as one JSON line, atomically (gzip if ``.gz``)."""
+# Characters that str.splitlines() breaks on but json.dumps(ensure_ascii=False) leaves raw.
+_LINE_BREAKS = {"\x85": "\\u0085", "\u2028": "\\u2028", "\u2029": "\\u2029"}
+
+
+def dumps_line(rec: dict) -> str:
+    """One JSONL line: UTF-8 text, but with every line-break character escaped, so that any
+    line splitter (also ``str.splitlines``) sees exactly one record per line."""
+    s = json.dumps(rec, ensure_ascii=False, default=str)
+    for ch, esc in _LINE_BREAKS.items():
+        if ch in s:
+            s = s.replace(ch, esc)
+    return s
+
+
+def write_records(path: PathLike, records: Iterable[dict]) -> int:
+    """Write each record as one JSON line (:func:`dumps_line`), atomically (gzip if ``.gz``);
+    returns how many."""
+    n = 0
     with atomic_open(path) as raw_out:
         out = gzip.GzipFile(fileobj=raw_out, mode="wb") if str(path).endswith(".gz") else raw_out
-        for s in samples:
-            record = s.raw or {"id": s.id, "source": s.source, "messages": s.messages}
-            out.write((json.dumps(record, ensure_ascii=False, default=str) + "\n").encode("utf-8"))
+        for rec in records:
+            out.write((dumps_line(rec) + "\n").encode("utf-8"))
+            n += 1
         if out is not raw_out:
             out.close()
+    return n
+
+
+def write_jsonl(samples: Iterable[Sample], path: PathLike) -> None:
+    """Write each sample's ``raw`` record (its input schema) as one JSON line, atomically."""
+    write_records(path, (s.raw or {"id": s.id, "source": s.source, "messages": s.messages} for s in samples))
 
 
 # --- per-file loading ---------------------------------------------------------------------

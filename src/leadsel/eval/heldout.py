@@ -18,15 +18,21 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from ..config import load_config
+from ..model.load import model_fingerprint
+from ..session import Session
+from ..utils import atomic_write_json
+from .harness import harness_eval, prepare_tasks
 
-def eval_record(s, base: dict | None, trained: dict | None, trained_fp: str | None = None) -> dict:
+
+def eval_record(s: Session, base: dict | None, trained: dict | None, trained_fp: str | None = None) -> dict:
     """What ``eval.json`` holds: the losses and the settings that produced them."""
     return {"base": base, "trained": trained, "template": s.cfg.encoding.template or "model's own",
             "max_length": s.cfg.encoding.max_length, "precision": s.precision, "model_fingerprint": s.base_fp,
             "trained_fingerprint": trained_fp}
 
 
-def load_trained(s, model_dir: Path) -> None:
+def load_trained(s: Session, model_dir: Path) -> None:
     """Put the trained weights of ``model_dir`` into the session's model."""
     import torch
 
@@ -55,11 +61,6 @@ def evaluate_run(run_dir: str | Path, extra: list[str] = (), overrides: list[str
     ``{"tasks": "arc_easy", "num_fewshot": 0, "limit": 100, "include_path": "my_tasks"}``); its
     device and precision are the run's. ``heldout=False``: skip the held-out losses (keep the old ones).
     """
-    from ..config import load_config
-    from ..model.load import model_fingerprint
-    from ..session import Session
-    from ..utils import atomic_write_json
-
     run_dir = Path(run_dir)
     manifest_path = run_dir / "run.json"
     if not manifest_path.is_file():
@@ -73,8 +74,6 @@ def evaluate_run(run_dir: str | Path, extra: list[str] = (), overrides: list[str
         raise ValueError("--extra adds a held-out set: it does not go with --no-heldout")
     prepared, harness_kwargs = None, dict(harness or {})
     if harness:
-        from .harness import prepare_tasks
-
         if "tasks" not in harness_kwargs:
             raise ValueError("harness settings need 'tasks'")
         # resolve the names and load the task data now: a wrong name fails before the long part
@@ -94,8 +93,6 @@ def evaluate_run(run_dir: str | Path, extra: list[str] = (), overrides: list[str
     record = eval_record(s, base, trained, fp) if heldout else (old or eval_record(s, None, None, fp))
     entry = {"base": base, "trained": trained} if heldout else dict(man.get("eval") or {})
     if prepared is not None:
-        from .harness import harness_eval
-
         h = harness_eval(s.model, s.tokenizer, prepared, **({"precision": s.precision} | harness_kwargs))
         h["template"] = s.cfg.encoding.template or "model's own"
         h["trained_fingerprint"] = fp

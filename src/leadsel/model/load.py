@@ -13,7 +13,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from ..utils import cache_root
+from ..utils import cache_root, fingerprint
+from .adapters import lora_config
 
 log = logging.getLogger(__name__)
 
@@ -120,32 +121,7 @@ def load_model(path: str, finetuning: str = "lora", lora=None):
 def add_lora(model, lora):
     from peft import get_peft_model
 
-    from .adapters import lora_config
-
     return get_peft_model(model, lora_config(lora))
-
-
-def cpu_supports_bf16() -> bool:
-    """True when the CPU has native bf16 dot products (AVX512-BF16 or AMX)."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
-            flags = f.read()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
-def choose_precision(setting: str, device_type: str) -> tuple[str, str]:
-    """(precision, reason). ``auto``: bf16 autocast where the device has native bf16, else fp32."""
-    if setting in ("bf16", "fp32"):
-        return setting, "set in config"
-    if device_type == "cpu":
-        ok = cpu_supports_bf16()
-        return ("bf16", "CPU has avx512_bf16/amx_bf16") if ok else ("fp32", "CPU lacks native bf16")
-    from accelerate.utils import is_bf16_available
-
-    ok = is_bf16_available()
-    return ("bf16", f"{device_type} supports bf16") if ok else ("fp32", f"{device_type} lacks bf16")
 
 
 def model_fingerprint(model, name: str, hash_weights: bool = False) -> str:
@@ -156,9 +132,6 @@ def model_fingerprint(model, name: str, hash_weights: bool = False) -> str:
     fresh adapter computes the base function). ``hash_weights`` hashes every parameter (for a
     model fully fine-tuned in memory).
     """
-
-    from ..utils import fingerprint
-
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     cfg = {k: v for k, v in base.config.to_dict().items() if k not in ("_name_or_path", "transformers_version")}
     files = []

@@ -1,4 +1,5 @@
-"""Per-sample gradient features of the trainable (LoRA) parameters, as in LESS (Xia et al., ICML 2024).
+"""Per-sample gradients of the trainable (LoRA) parameters and their Adam preconditioning, as in
+LESS (Xia et al., ICML 2024); :mod:`.features` turns them into projected features.
 
 Used by the gradient-based selectors (LESS, ClusterUCB, Dynamic). For every sample ``i`` of a
 pool the feature is
@@ -57,36 +58,20 @@ held once). The (b, P) matrix is then copied to the host (the projection is nump
 block by block; at most one batch of full per-sample gradients exists at a time. For a 7B
 model with an r=128 LoRA on q/k/v/o (P ~ 134M) that is ~0.54 GB per sample in the batch, so keep
 ``max_batch_size`` small there.
-
-Storage and resumption: rows are processed in fixed shards of ``shard`` consecutive positions of
-``indices`` (batched by length *within* the shard, so the batches -- hence the floats -- do not
-depend on where a run stopped). With a :class:`GradientStore` the features go to a float16
-memmap ``features.f16`` (n, d); after each shard the memmap is flushed and the sidecar
-``features.json`` (shape, dtype, fingerprint, projection seed/dim, adam variant, rows, done
-shards) is rewritten atomically, so a restarted job skips the finished shards and ends with the
-same bytes as an uninterrupted one. A sidecar that disagrees with the request is refused.
-Single process only (no splitting across accelerate ranks).
 """
 from __future__ import annotations
 
-from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
-from ..data.encode import EncodedPool, collate
 from ..model.loss import per_sample_loss
-from ..train.trainer import autocast
-from ..utils import atomic_write_json
-from ..utils import fingerprint as _fingerprint
-from .passes import PassCounter, length_batches
+from ..model.precision import autocast
 
-__all__ = ["ADAM_VARIANTS", "AdamState", "GradientStore", "adam_precondition", "gradient_features",
-           "less_scores", "per_sample_grads", "trainable_parameters"]
+__all__ = ["ADAM_VARIANTS", "AdamState", "adam_precondition", "per_sample_grads", "trainable_parameters"]
 
 ADAM_VARIANTS = ("bias_corrected", "released")
 
@@ -98,7 +83,7 @@ def trainable_parameters(model: nn.Module) -> list[tuple[str, nn.Parameter]]:
 
 # ----------------------------------------------------------------------------- per-sample grads
 
-class _Taps:
+class GradTaps:
     """Maps each trainable parameter to the ``nn.Linear`` that owns it and its flat offset."""
 
     def __init__(self, model: nn.Module):
@@ -164,7 +149,7 @@ class _Taps:
 
 
 @contextmanager
-def _eval_mode(model: nn.Module):
+def eval_mode(model: nn.Module):
     modes = [(m, m.training) for m in model.modules()]
     model.eval()
     try:
@@ -174,7 +159,7 @@ def _eval_mode(model: nn.Module):
             m.training = t
 
 
-def _per_sample_grads(model, taps: _Taps, batch: dict, precision: str) -> tuple[torch.Tensor, torch.Tensor]:
+def tapped_grads(model, taps: GradTaps, batch: dict, precision: str) -> tuple[torch.Tensor, torch.Tensor]:
     device = next(model.parameters()).device
     n = batch["input_ids"].shape[0]
     G = torch.zeros((n, taps.total), dtype=torch.float32, device=device)
@@ -193,12 +178,12 @@ def per_sample_grads(model: nn.Module, input_ids: torch.Tensor, attention_mask: 
     Row ``i`` is ``d per_sample_loss_i / d theta`` flattened in :func:`trainable_parameters`
     order. The model is in eval mode meanwhile (modes restored); its ``.grad`` fields are untouched.
     """
-    taps = _Taps(model)
+    taps = GradTaps(model)
     device = next(model.parameters()).device
     batch = {"input_ids": input_ids.to(device), "attention_mask": attention_mask.to(device),
              "labels": labels.to(device)}
-    with _eval_mode(model):
-        return _per_sample_grads(model, taps, batch, precision)
+    with eval_mode(model):
+        return tapped_grads(model, taps, batch, precision)
 
 
 # ----------------------------------------------------------------------------- Adam
@@ -264,225 +249,3 @@ def adam_precondition(G: torch.Tensor, state: AdamState, variant: str = "bias_co
             g.copy_(m / (v + eps).sqrt())
         del m, v
     return G
-
-
-# ----------------------------------------------------------------------------- storage
-
-class GradientStore:
-    """Float16 memmap ``features.f16`` (n, d) plus sidecar ``features.json``, filled shard by shard.
-
-    ``fingerprint`` is the caller's key of what produced the features (model/adapter/optimizer
-    state); together with the shape, projection seed/dim, Adam variant, shard size and the rows
-    (pool content and indices) it must match on resume, else ValueError.
-    """
-
-    FEATURES = "features.f16"
-    SIDECAR = "features.json"
-    DTYPE = "float16"
-
-    def __init__(self, root: str | Path, fingerprint: str, scratch: bool = False):
-        """``scratch``: the store only serves to resume one pass, so a request that does not match
-        what it holds (other weights, another shard size) empties it instead of raising."""
-        self.root = Path(root)
-        self.fingerprint = str(fingerprint)
-        self.scratch = scratch
-        self.meta: dict | None = None
-        self._mm: np.memmap | None = None
-
-    @property
-    def features_path(self) -> Path:
-        return self.root / self.FEATURES
-
-    @property
-    def sidecar_path(self) -> Path:
-        return self.root / self.SIDECAR
-
-    def read_sidecar(self) -> dict | None:
-        import json
-
-        if not self.sidecar_path.is_file():
-            return None
-        return json.loads(self.sidecar_path.read_text())
-
-    def open(self, *, n: int, dim: int, seed, adam_variant: str | None, shard: int, rows: str,
-             projection: dict | None = None) -> set[int]:
-        """Create the store, or validate and reopen it; returns the indices of the finished shards.
-        ``projection``: the projection's ``describe()`` (kind, dims, seed, block...), so that stores
-        of different projections are never mixed."""
-        want = {"shape": [int(n), int(dim)], "dtype": self.DTYPE, "fingerprint": self.fingerprint,
-                "projection_seed": seed, "projection_dim": int(dim), "projection": projection,
-                "adam_variant": adam_variant,
-                "shard": int(shard), "rows": rows}
-        have = self.read_sidecar()
-        if have is not None and self.scratch and any(have.get(k) != v for k, v in want.items()):
-            import shutil
-
-            shutil.rmtree(self.root)
-            have = None
-        if have is not None and self.features_path.is_file():
-            bad = {k: (have.get(k), v) for k, v in want.items() if have.get(k) != v}
-            if bad:
-                detail = "; ".join(f"{k}: stored {a!r}, requested {b!r}" for k, (a, b) in bad.items())
-                raise ValueError(f"gradient store {self.root} was written for another request ({detail}); "
-                                 "use another directory or delete it")
-            if self.features_path.stat().st_size != n * dim * 2:
-                raise ValueError(f"gradient store {self.features_path} has {self.features_path.stat().st_size} "
-                                 f"bytes, expected {n * dim * 2} for shape ({n}, {dim}) float16")
-            self.meta = have
-            self._mm = np.memmap(self.features_path, dtype=np.float16, mode="r+", shape=(n, dim))
-        else:
-            self.root.mkdir(parents=True, exist_ok=True)
-            self._mm = np.memmap(self.features_path, dtype=np.float16, mode="w+", shape=(n, dim))
-            self._mm.flush()
-            self.meta = {"format": "leadsel-grad-features", "version": 1, **want,
-                         "n_shards": -(-int(n) // int(shard)), "done_shards": [], "done": 0, "complete": n == 0}
-            atomic_write_json(self.sidecar_path, self.meta)
-        return set(self.meta["done_shards"])
-
-    def write(self, start: int, feats: np.ndarray) -> None:
-        self._mm[start:start + len(feats)] = feats.astype(np.float16)
-
-    def commit_shard(self, k: int, rows: int) -> None:
-        """Flush the memmap, then record shard ``k`` (``rows`` rows) as done in the sidecar."""
-        self._mm.flush()
-        done = sorted(set(self.meta["done_shards"]) | {int(k)})
-        self.meta["done_shards"] = done
-        self.meta["done"] = int(self.meta["done"]) + int(rows)
-        self.meta["complete"] = len(done) == self.meta["n_shards"]
-        atomic_write_json(self.sidecar_path, self.meta)
-
-    def array(self) -> np.ndarray:
-        """The stored features (a read-only float16 memmap of shape (n, d))."""
-        meta = self.meta or self.read_sidecar()
-        if meta is None:
-            raise FileNotFoundError(f"no gradient store at {self.root}")
-        return np.memmap(self.features_path, dtype=np.float16, mode="r", shape=tuple(meta["shape"]))
-
-
-# ----------------------------------------------------------------------------- features
-
-def _normalise(X: np.ndarray) -> np.ndarray:
-    from .projection import l2_normalise
-
-    return l2_normalise(np.asarray(X, dtype=np.float32))
-
-
-def gradient_features(model: nn.Module, pool: EncodedPool, indices, *, pad_id: int, projection,
-                      optimizer=None, adam_variant: str = "bias_corrected", batch_tokens: int = 4096,
-                      max_batch_size: int = 8, precision: str = "fp32", shard: int = 1024,
-                      store: GradientStore | None = None, progress: bool = True,
-                      counter: PassCounter | None = None, stage: str = "grad",
-                      on_shard: Callable[[int, int], None] | None = None,
-                      desc: str = "gradient features") -> np.ndarray:
-    """L2-normalised projected (Adam-preconditioned if ``optimizer``) per-sample gradients.
-
-    Returns float32 ``(len(indices), projection.out_dim)``; row r belongs to ``pool`` sample
-    ``indices[r]``. ``optimizer`` is a torch Adam/AdamW over the trainable parameters (or an
-    :class:`AdamState`); ``None`` gives plain gradients (validation samples). With ``store`` the
-    rows are written to (and on restart read back from) its float16 memmap and the result is the
-    stored float16 values as float32. ``on_shard(k, stop)`` is called after each finished shard
-    ``k`` (rows ``[k * shard, stop)``), after it is committed to the store. Each computed sample counts one forward and one
-    backward sample-pass and its tokens in ``counter`` under ``stage``; rows found done in the
-    store count as cached.
-    """
-    if adam_variant not in ADAM_VARIANTS:
-        raise ValueError(f"adam_variant {adam_variant!r} is not one of {', '.join(ADAM_VARIANTS)}")
-    if shard < 1:
-        raise ValueError("shard must be >= 1")
-    indices = np.asarray(indices, dtype=np.int64).reshape(-1)
-    n = len(indices)
-    taps = _Taps(model)
-    if n == 0:
-        return np.zeros((0, int(projection.out_dim)), dtype=np.float32)
-    in_dim = getattr(projection, "in_dim", None)
-    if in_dim is not None and int(in_dim) != taps.total:
-        raise ValueError(f"the projection takes {in_dim} inputs, the model has {taps.total} trainable numbers")
-    dim = int(projection.out_dim)
-    device = next(model.parameters()).device
-    state = None
-    if optimizer is not None:
-        state = optimizer if isinstance(optimizer, AdamState) else \
-            AdamState.from_optimizer(optimizer, [p for _, p in taps.named], device=device)
-    lengths = pool.lengths
-    done: set[int] = set()
-    if store is not None:
-        rows_fp = _fingerprint(pool.fingerprint(), indices)
-        done = store.open(n=n, dim=dim, seed=getattr(projection, "seed", None),
-                          adam_variant=adam_variant if state is not None else None, shard=shard, rows=rows_fp,
-                          projection=projection.describe() if hasattr(projection, "describe") else None)
-    out = np.zeros((n, dim), dtype=np.float32)
-    shards = [(k, s, min(s + shard, n)) for k, s in enumerate(range(0, n, shard))]
-    todo = [t for t in shards if t[0] not in done]
-    if counter is not None:
-        skipped = np.concatenate([indices[s:e] for k, s, e in shards if k in done] or [np.zeros(0, np.int64)])
-        if len(skipped):
-            tok = int(lengths[skipped].sum())
-            counter.add(stage, len(skipped), tok, cached=True)
-            counter.add_backward(stage, len(skipped), tok, cached=True)
-    from tqdm.auto import tqdm
-
-    bar = tqdm(total=int(sum(lengths[indices[s:e]].sum() for _, s, e in todo)), desc=desc, unit="tok",
-               unit_scale=True, disable=not progress, dynamic_ncols=True)
-    computed = 0
-    try:
-        with _eval_mode(model):
-            for k, s, e in todo:
-                rows = indices[s:e]
-                feats = np.zeros((e - s, dim), dtype=np.float32)
-                for pos in length_batches(lengths[rows], batch_tokens, max_batch_size):
-                    idx = rows[pos]
-                    batch = {kk: v.to(device) for kk, v in collate(pool, idx, pad_id).items()}
-                    G, _ = _per_sample_grads(model, taps, batch, precision)
-                    if state is not None:
-                        adam_precondition(G, state, adam_variant)
-                    Gh = G.cpu().numpy()
-                    del G
-                    feats[pos] = _normalise(np.asarray(projection.project(Gh), dtype=np.float32))
-                    del Gh
-                    tok = int(lengths[idx].sum())
-                    if counter is not None:
-                        counter.add(stage, len(idx), tok)
-                        counter.add_backward(stage, len(idx), tok)
-                    computed += len(idx)
-                    bar.update(tok)
-                    bar.set_postfix(samples=computed, refresh=False)
-                if store is not None:
-                    store.write(s, feats)
-                    store.commit_shard(k, e - s)
-                else:
-                    out[s:e] = feats
-                if on_shard is not None:
-                    on_shard(k, e)
-    finally:
-        bar.close()
-    if store is not None:
-        return np.asarray(store.array(), dtype=np.float32)
-    return out
-
-
-# ----------------------------------------------------------------------------- LESS score
-
-def task_similarity(train_feats: np.ndarray, val_feats_by_task: dict[str, np.ndarray]) -> np.ndarray:
-    """(n, T): each training sample's mean cosine similarity to each subtask's validation features,
-    columns in the order of ``val_feats_by_task``. Rows are (re)normalised here; a zero row has
-    cosine 0.
-
-    mean_j cos(x, y_j) = <x/|x|, mean_j y_j/|y_j|>, so each subtask costs one (n, d) @ (d,) product.
-    """
-    if not val_feats_by_task:
-        raise ValueError("LESS scores need at least one validation subtask")
-    X = _normalise(np.asarray(train_feats, dtype=np.float32))
-    out = np.empty((len(X), len(val_feats_by_task)), dtype=np.float32)
-    for t, (task, V) in enumerate(val_feats_by_task.items()):
-        V = np.asarray(V, dtype=np.float32)
-        if V.ndim != 2 or len(V) == 0 or V.shape[1] != X.shape[1]:
-            raise ValueError(f"validation features of subtask {task!r} have shape {V.shape}; "
-                             f"need (m >= 1, {X.shape[1]})")
-        out[:, t] = X @ _normalise(V).mean(0)
-    return out
-
-
-def less_scores(train_feats: np.ndarray, val_feats_by_task: dict[str, np.ndarray]) -> np.ndarray:
-    """LESS score of each training sample at one checkpoint: max over subtasks of its mean cosine
-    similarity to that subtask's validation features (:func:`task_similarity`)."""
-    return task_similarity(train_feats, val_feats_by_task).max(axis=1)

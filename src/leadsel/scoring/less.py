@@ -1,4 +1,4 @@
-"""The ``less`` baseline's scores: LESS (Xia et al. 2024; ALGORITHMS.md §3.1), selected once.
+"""The ``less`` baseline's scores: LESS (Xia et al. 2024; docs/algorithms.md §3.1), selected once.
 
 A warm-up LoRA adapter (the ``warmup`` settings and the same seeded subset as IFD's warm-up) is
 trained for ``warmup.train.epochs`` epochs. At the end of epoch i (checkpoint i) every pool sample
@@ -14,7 +14,7 @@ samples of highest score, as a static method (:mod:`..select.static`).
 
 The scores are cached like the other offline scores; their key adds the gradient settings and the
 validation sets' content. The pool's features of each checkpoint go to a
-:class:`~.grads.GradientStore` (float16 memmap) in the cache's partial directory, so a pass killed
+:class:`~.grad_store.GradientStore` (float16 memmap) in the cache's partial directory, so a pass killed
 midway resumes at its last finished shard (``scoring.checkpoint_every`` samples, which may not
 change in between, or the pass starts afresh); the warm-up
 training before it is re-done, deterministically from ``warmup.seed``. The stores are deleted once
@@ -31,8 +31,16 @@ import shutil
 
 import numpy as np
 
-from ..config import to_dict
-from .offline import warmup_key, warmup_plan, warmup_trainer
+from ..schema import to_dict
+from ..session import Session
+from .features import (
+    feature_settings,
+    gradient_features,
+    projection_for,
+    task_similarity,
+)
+from .grad_store import GradientStore
+from .warmup import warmup_key, warmup_plan, warmup_trainer
 
 
 def checkpoint_sum(similarities: list[np.ndarray], lrs: list[float]) -> np.ndarray:
@@ -45,11 +53,8 @@ def checkpoint_sum(similarities: list[np.ndarray], lrs: list[float]) -> np.ndarr
     return total.max(axis=1)
 
 
-def less_offline(s) -> tuple[np.ndarray, dict]:
+def less_offline(s: Session) -> tuple[np.ndarray, dict]:
     """(LESS score of every pool sample, info for run.json), from the cache when present."""
-    from .grads import GradientStore, gradient_features, task_similarity
-    from .online import feature_settings, projection_for
-
     subset, orders = warmup_plan(s)
     vals = s.validation_sets()
     key = warmup_key(s, "less-v1", subset, to_dict(s.cfg.grads), [(v.name, v.encoded.fingerprint()) for v in vals])

@@ -1,4 +1,4 @@
-"""LEAD's offline stage and the static baselines' scores (ALGORITHMS.md §1.1), each cached.
+"""LEAD's offline stage and the static baselines' scores (docs/algorithms.md §1.1), each cached.
 
     u0    base-model loss of every sample (initial utility; the ``loss`` baseline)
     ifd   IFD of every sample under a warm-up model: a separate LoRA adapter trained briefly on a
@@ -16,16 +16,16 @@ depend on ``warmup.seed``, not the run seed, for that reason.
 """
 from __future__ import annotations
 
-from contextlib import contextmanager
-
 import numpy as np
 
-from ..config import count_of, to_dict
-from ..utils import fingerprint
-from .passes import embed_texts, ifd_from_losses, pass_fingerprint
+from ..session import Session
+from .embed import embed_texts
+from .less import less_offline
+from .passes import ifd_from_losses, pass_fingerprint
+from .warmup import warmup_key, warmup_plan, warmup_trainer
 
 
-def offline_scores(s, needs: set[str], ifd_kind: str = "loss_ratio") -> dict[str, np.ndarray]:
+def offline_scores(s: Session, needs: set[str], ifd_kind: str = "loss_ratio") -> dict[str, np.ndarray]:
     out: dict[str, np.ndarray] = {}
     if needs & {"u0", "ifd_base"}:
         out["u0"], out["tokens"] = s.losses(s.pool, "loss", base=True, desc="base loss U0")
@@ -38,8 +38,6 @@ def offline_scores(s, needs: set[str], ifd_kind: str = "loss_ratio") -> dict[str
         out["ifd"] = ifd_from_losses(cond, alone, ifd_kind)
         s.manifest.update("offline", warmup=info)
     if "less" in needs:
-        from .less import less_offline
-
         out["less"], info = less_offline(s)
         s.manifest.update("offline", less=info)
     if "emb" in needs:
@@ -52,46 +50,7 @@ def offline_scores(s, needs: set[str], ifd_kind: str = "loss_ratio") -> dict[str
     return out
 
 
-def warmup_subset(n: int, size: float, seed: int) -> np.ndarray:
-    return np.sort(np.random.default_rng(seed).choice(n, size=count_of(size, n), replace=False))
-
-
-def warmup_plan(s) -> tuple[np.ndarray, list[np.ndarray]]:
-    """(subset, one seeded order per epoch) of the warm-up training: they depend on ``warmup.*``
-    and the pool only, so every run of a comparison trains the same warm-up."""
-    w = s.cfg.warmup
-    subset = warmup_subset(len(s.pool), w.size, w.seed)
-    return subset, [np.random.default_rng([w.seed, e]).permutation(subset) for e in range(w.train.epochs)]
-
-
-def warmup_key(s, kind: str, subset: np.ndarray, *extra) -> str:
-    """Fingerprint of a result computed under the warm-up model (``kind`` names what)."""
-    return fingerprint(kind, s.base_fp, s.pool.fingerprint(), to_dict(s.cfg.warmup), s.cfg.model.finetuning,
-                       s.precision, subset, *extra)
-
-
-@contextmanager
-def warmup_trainer(s, n_samples: int):
-    """(model, trainer) of a fresh warm-up adapter (``warmup.lora``, ``warmup.train``) on the base
-    model, seeded by ``warmup.seed``; the adapter is removed bit-exactly on exit."""
-    from accelerate.utils import set_seed
-
-    from ..model.adapters import temporary_adapter
-    from ..train.trainer import Trainer, steps_for
-
-    w = s.cfg.warmup
-    set_seed(w.seed)
-    with temporary_adapter(s.model, w.lora, name="warmup") as model:
-        trainer = Trainer(model, s.pool, w.train, s.accelerator, s.pad_id, s.precision,
-                          total_steps=steps_for(n_samples, w.train, s.accelerator.num_processes), track=False)
-        try:
-            yield model, trainer
-        finally:
-            del trainer
-    s.accelerator.free_memory()
-
-
-def warmup_losses(s) -> tuple[np.ndarray, np.ndarray, dict]:
+def warmup_losses(s: Session) -> tuple[np.ndarray, np.ndarray, dict]:
     """(L(y|x), L(y)) of every pool sample under the warm-up model, from the cache when present."""
     w = s.cfg.warmup
     subset, orders = warmup_plan(s)

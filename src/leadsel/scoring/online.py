@@ -12,29 +12,21 @@ the trainer once it exists. The selection logic stays plain numpy: it receives a
 """
 from __future__ import annotations
 
+import hashlib
+import shutil
 import time
 
 import numpy as np
+import torch
 
-
-def projection_for(s, model):
-    """The ``grads`` projection of ``model``'s trainable numbers (seeded: the same for equal sizes)."""
-    from .projection import make_projection
-
-    g = s.cfg.grads
-    n = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    return make_projection(g.projection, n, g.dim, g.seed)
-
-
-def feature_settings(s) -> dict:
-    """The keyword arguments of :func:`~.grads.gradient_features` that a run's config fixes."""
-    return dict(pad_id=s.pad_id, adam_variant=s.cfg.grads.adam_variant, max_batch_size=s.cfg.grads.batch_size,
-                batch_tokens=s.cfg.scoring.batch_tokens, precision=s.precision, progress=s.cfg.progress,
-                counter=s.counter)
+from ..session import Session
+from .features import feature_settings, gradient_features, less_scores, projection_for
+from .grad_store import GradientStore
+from .passes import ifd_from_losses
 
 
 class ModelScorer:
-    def __init__(self, session):
+    def __init__(self, session: Session):
         self.s = session
         self.trainer = None
         self.seconds = 0.0
@@ -54,8 +46,6 @@ class ModelScorer:
     def ifd(self, indices: np.ndarray, kind: str, desc: str = "re-scoring IFD") -> np.ndarray:
         """IFD of the samples at ``indices`` (pool positions) under the current weights: one pass
         with the prompt, one over the response alone (2 forward sample-passes per sample)."""
-        from .passes import ifd_from_losses
-
         t0 = time.perf_counter()
         idx = np.asarray(indices, dtype=np.int64)
         cond, _ = self.s.score_with(self.model, self.s.pool.subset(idx), "select-loss", None, f"{desc} L(y|x)")
@@ -75,15 +65,11 @@ class ModelScorer:
         weights; Adam-preconditioned with the trainer's optimizer state when ``precondition``.
 
         ``store``: a name for a pool-wide pass. Its rows then go to a float16
-        :class:`~.grads.GradientStore` in ``<run_dir>/grad-store/<store>``, shard by shard
+        :class:`~.grad_store.GradientStore` in ``<run_dir>/grad-store/<store>``, shard by shard
         (``scoring.checkpoint_every`` samples), so that a run killed during the pass and resumed
         from its last round (the same weights and optimizer state, checked by a fingerprint of
         both) skips the finished shards. The store is deleted once the pass is complete; one left
         by other weights or cut in shards of another size is discarded."""
-        import shutil
-
-        from .grads import GradientStore, gradient_features
-
         t0 = time.perf_counter()
         gstore = None
         if store is not None:
@@ -102,10 +88,6 @@ class ModelScorer:
     def state_fingerprint(self) -> str:
         """Hash of the trainable weights, the optimizer's state and the step count: what a
         gradient feature depends on besides the sample."""
-        import hashlib
-
-        import torch
-
         h = hashlib.sha256(str(self.trainer.global_step).encode())
         for p in self.model.parameters():
             if p.requires_grad:
@@ -120,8 +102,6 @@ class ModelScorer:
         checkpoint: per task the mean cosine of the (Adam-preconditioned) sample gradient to the
         task's (plain) validation gradients, max over tasks; in [-1, 1]. ``store``: see
         :meth:`grad_features`."""
-        from .grads import less_scores
-
         feats = self.grad_features(self.s.pool, indices, precondition=True, stage="select-grad", desc=desc, store=store)
         return less_scores(feats, self.val_features())
 

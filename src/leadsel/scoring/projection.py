@@ -61,21 +61,9 @@ from typing import Any
 
 import numpy as np
 
+from ..numeric import is_int, l2_normalise
+
 __all__ = ["RademacherProjection", "SparseJLProjection", "make_projection", "l2_normalise"]
-
-
-def _is_int(x: Any) -> bool:
-    return isinstance(x, (int, np.integer)) and not isinstance(x, bool)
-
-
-def l2_normalise(X: np.ndarray, eps: float = 1e-12) -> np.ndarray:
-    """``X / max(||X||, eps)`` along the last axis (zero rows stay zero). Float inputs keep their
-    dtype; others become float64."""
-    X = np.asarray(X)
-    if not np.issubdtype(X.dtype, np.floating):
-        X = X.astype(np.float64)
-    norms = np.linalg.norm(X, axis=-1, keepdims=True)
-    return (X / np.maximum(norms, eps)).astype(X.dtype, copy=False)
 
 
 _SIGN_TABLES: dict[np.dtype, np.ndarray] = {}
@@ -100,9 +88,9 @@ class _BlockProjection:
 
     def __init__(self, in_dim: int, out_dim: int, seed: int, block: int, dtype: Any) -> None:
         for name, v in (("in_dim", in_dim), ("out_dim", out_dim), ("block", block)):
-            if not _is_int(v) or v < 1:
+            if not is_int(v) or v < 1:
                 raise ValueError(f"{name} must be a positive int, got {v!r}")
-        if not _is_int(seed) or seed < 0:
+        if not is_int(seed) or seed < 0:
             raise ValueError(f"seed must be an int >= 0, got {seed!r}")
         self.dtype = np.dtype(dtype)
         if self.dtype not in (np.dtype(np.float32), np.dtype(np.float64)):
@@ -119,7 +107,7 @@ class _BlockProjection:
 
     def block_rows(self, b: int) -> tuple[int, int]:
         """Input rows ``[lo, hi)`` covered by block ``b``."""
-        if not _is_int(b) or not 0 <= b < self.n_blocks:
+        if not is_int(b) or not 0 <= b < self.n_blocks:
             raise ValueError(f"block index must be in [0, {self.n_blocks}), got {b!r}")
         lo = int(b) * self.block
         return lo, min(lo + self.block, self.in_dim)
@@ -142,7 +130,7 @@ class _BlockProjection:
         """Contribution of input columns ``[start, start + width)`` (``G_part`` is
         ``(batch, width)``): ``G_part @ S[start:start + width]``. Summing the parts over any split
         of ``[0, in_dim)`` gives :meth:`project` (up to float rounding)."""
-        if not _is_int(start) or not 0 <= start <= self.in_dim:
+        if not is_int(start) or not 0 <= start <= self.in_dim:
             raise ValueError(f"start must be an int in [0, {self.in_dim}], got {start!r}")
         width = G_part.shape[-1] if isinstance(G_part, np.ndarray) and G_part.ndim else -1
         if width < 0 or start + width > self.in_dim:
@@ -266,13 +254,13 @@ class SparseJLProjection(_BlockProjection):
     def __init__(self, in_dim: int, out_dim: int = 1024, seed: int = 0, nnz: int = 4, block: int = 65536,
                  dtype: Any = np.float32, cache_bytes: int = 256 * 2 ** 20) -> None:
         super().__init__(in_dim, out_dim, seed, block, dtype)
-        if not _is_int(nnz) or not 1 <= nnz <= self.out_dim:
+        if not is_int(nnz) or not 1 <= nnz <= self.out_dim:
             raise ValueError(f"nnz must be an int in [1, out_dim={self.out_dim}], got {nnz!r}")
         if self.out_dim >= 2 ** 31:
             raise ValueError(f"out_dim must be < 2**31, got {self.out_dim}")
         if self.block * int(nnz) >= 2 ** 31:
             raise ValueError(f"block * nnz must be < 2**31, got {self.block} * {nnz}")
-        if not _is_int(cache_bytes) or cache_bytes < 0:
+        if not is_int(cache_bytes) or cache_bytes < 0:
             raise ValueError(f"cache_bytes must be an int >= 0, got {cache_bytes!r}")
         self.nnz, self.cache_bytes = int(nnz), int(cache_bytes)
         self.scale = 1.0 / math.sqrt(self.nnz)

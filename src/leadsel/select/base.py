@@ -11,11 +11,15 @@ knows which method is selecting.
     state_dict() / load_state_dict(state) -> everything needed to continue exactly (plain values
         and numpy arrays, including every random generator)
     columns() -> per-sample columns of scores.parquet (times_used, first_round, ...)
-    planned_samples -> samples the method will train in all (for a schedule's length; not LEAD,
-        whose rounds decide as they go)
+    planned_samples -> samples the method will train in all (for a schedule's length), or None
+        when its rounds decide as they go (LEAD)
+
+Every selector declares ``Selector`` as its base. A method is registered by a :class:`Method`
+entry in its selector's module (:mod:`.registry` collects them).
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -54,7 +58,9 @@ class RoundStats:
 
 
 class Selector(Protocol):
+    """What the round loop reads of a selection method."""
     name: str
+    planned_samples: int | None
 
     def plan(self, round_index: int) -> np.ndarray | None: ...
 
@@ -65,6 +71,25 @@ class Selector(Protocol):
     def load_state_dict(self, state: dict) -> None: ...
 
     def columns(self) -> dict[str, np.ndarray]: ...
+
+
+@dataclass(frozen=True)
+class Method:
+    """One selection method, as the run knows it (an entry of :data:`.registry.METHODS`).
+
+    ``build(cfg, view, scorer)`` -> (selector, info recorded in run.json under "selection");
+    ``scorer`` is the run's :class:`~leadsel.scoring.online.ModelScorer` (for the methods that
+    score with the model being trained). ``needs(cfg)``: the offline scores it reads (u0: base
+    loss, ifd: warm-up IFD, emb: embeddings, less: warm-up LESS scores, ifd_base: base-model IFD).
+    ``reads_text``: it reads the pool's response texts. ``fixed_length``: it knows in advance how
+    many samples it will train (its ``planned_samples``), so a linear or cosine schedule can be
+    sized."""
+    name: str
+    build: Callable[..., tuple[Selector, dict]]
+    needs: Callable[..., frozenset[str]] = lambda cfg: frozenset()
+    reads_text: bool = False
+    fixed_length: bool = True
+    doc: str = ""
 
 
 class UsageTracker:

@@ -1,4 +1,4 @@
-"""LEAD's coarse level: k-means clusters of the pool (ALGORITHMS.md §1.1.4).
+"""LEAD's coarse level: k-means clusters of the pool (docs/algorithms.md §1.1.4).
 
 Default: k-means on the one-dimensional warm-up IFD, so that each cluster is a difficulty band;
 clusters are renumbered by their centre (cluster 0 = lowest IFD). Samples whose IFD is not finite
@@ -10,6 +10,8 @@ columns together).
 from __future__ import annotations
 
 import numpy as np
+
+from ..numeric import l2_normalise
 
 
 def valid_ifd(ifd: np.ndarray) -> np.ndarray:
@@ -44,7 +46,7 @@ def cluster_pool(features: str, k: int, seed: int, ifd: np.ndarray | None = None
             x = np.asarray(ifd, dtype=np.float64)[ok, None]
         else:
             e = np.asarray(emb, dtype=np.float64)[ok]
-            e = e / np.maximum(np.linalg.norm(e, axis=1, keepdims=True), 1e-12)
+            e = l2_normalise(e)
             if features == "both":
                 f = np.asarray(ifd, dtype=np.float64)[ok]
                 z = (f - f.mean()) / (f.std() or 1.0)

@@ -1,10 +1,10 @@
-"""The numpy core of ClusterUCB (arXiv 2506.10288): spherical k-means, cold start, a bandit over
-clusters, and the final top-by-reward cut. No torch: rewards (scores) are computed by the caller.
+"""The numpy core of ClusterUCB (arXiv 2506.10288): cold start, a bandit over clusters, and the
+final top-by-reward cut (the clusters come from :mod:`.spherical_kmeans`). No torch: rewards (scores) are computed by the caller.
 
 Algorithm
 ---------
-1. **Clusters.** :func:`spherical_kmeans` partitions the pool by the cosine similarity of its
-   feature rows (e.g. LESS-projected gradients, see :mod:`leadsel.scoring.projection`).
+1. **Clusters.** :func:`~.spherical_kmeans.spherical_kmeans` partitions the pool by the cosine
+   similarity of its feature rows (e.g. LESS-projected gradients; its readings are in that module).
 2. **Cold start.** :func:`cold_start` draws ``max(floor(csp * |c|), 1)`` members of every cluster
    ``c`` uniformly without replacement; the caller scores them and their rewards seed the arms.
 3. **Bandit draws.** :func:`bandit_draws` further draws are made one at a time: the bandit
@@ -16,24 +16,6 @@ Algorithm
 
 Readings chosen (where the paper / released code leave room)
 -----------------------------------------------------------
-* **k-means init**: ``k`` distinct row *indices* drawn by ``np.random.default_rng(seed).choice(n,
-  k, replace=False)`` (rows with equal direction may be drawn; the empty clusters this causes are
-  re-seeded as below). Computation runs in float32 when ``X`` is float32, else float64; centroid
-  sums are accumulated in float64.
-* **k-means assignment**: argmax cosine, ties -> lowest cluster index.
-* **Empty cluster**: re-seeded, in increasing cluster index, with the point farthest from its own
-  centroid (lowest cosine to the centroid it was assigned to; ties -> lowest point index) taken
-  only from clusters that keep at least one other member, so re-seeding never empties another
-  cluster (with ``n >= k`` such a point always exists). The point moves to the empty cluster and
-  becomes its centroid. Hence every returned cluster is non-empty.
-* **Degenerate centroid**: if a cluster's members sum to the zero vector (e.g. two antipodal
-  points), its previous centroid is kept.
-* **Convergence**: stop when an iteration (assignment + re-seeding) leaves the labels unchanged,
-  or after ``iters`` iterations. The returned centroids are the normalised means of the returned
-  labels' members (at convergence, the labels are also the argmax assignment to them).
-* **Renumbering**: clusters are numbered by their first (lowest-index) member, so cluster 0 holds
-  row 0, and the labels do not depend on the internal order.
-* **Zero-norm / non-finite rows**: ``ValueError`` naming how many; ``k > n``: ``ValueError``.
 * **Counts**: ``floor`` is taken with a 1e-9 tolerance (``floor(x + 1e-9)``) so that float
   representation does not lose a sample (``0.29 * 100 = 28.999999999999996`` -> 29;
   ``100 * (0.3 - 0.1) = 19.999999999999996`` -> 20).
@@ -71,6 +53,10 @@ from typing import Any
 
 import numpy as np
 
+from ..bandit import ucb1_bonus, ucb_beta_bonus
+from ..numeric import is_int
+from ..rng import stream
+
 POLICIES = ("ucb_beta", "ucb1", "thresh_hard", "thresh_normal")
 THRESH_Q = 0.75  # pooled quantile defining the "top 25%" threshold of the thresh-* policies
 _FLOOR_TOL = 1e-9
@@ -80,106 +66,6 @@ _REWARD_TOL = 1e-9
 def _floor(x: float) -> int:
     """floor with a small tolerance against float representation (0.29 * 100 -> 29, not 28)."""
     return math.floor(x + _FLOOR_TOL)
-
-
-def _is_int(x: Any) -> bool:
-    return isinstance(x, (int, np.integer)) and not isinstance(x, bool)
-
-
-# --------------------------------------------------------------------------- spherical k-means
-
-def _normalise_rows(X: np.ndarray) -> np.ndarray:
-    X = np.asarray(X)
-    if X.ndim != 2 or X.shape[0] == 0 or X.shape[1] == 0:
-        raise ValueError(f"X must be a non-empty 2-D array (n, d), got shape {X.shape}")
-    if not (np.issubdtype(X.dtype, np.floating) or np.issubdtype(X.dtype, np.integer)):
-        raise ValueError(f"X must be numeric, got dtype {X.dtype}")
-    work = np.float32 if X.dtype == np.float32 else np.float64
-    X = X.astype(work, copy=False)
-    bad = ~np.isfinite(X).all(axis=1)
-    if bad.any():
-        raise ValueError(f"{int(bad.sum())} row(s) of X are not finite (first: row {int(np.flatnonzero(bad)[0])})")
-    norms = np.linalg.norm(X.astype(np.float64, copy=False), axis=1)
-    zero = norms == 0
-    if zero.any():
-        raise ValueError(f"{int(zero.sum())} row(s) of X have zero norm (first: row {int(np.flatnonzero(zero)[0])}); "
-                         "cosine k-means needs a direction for every row")
-    return (X / norms[:, None].astype(work)).astype(work, copy=False)
-
-
-def _centroids(Xn: np.ndarray, labels: np.ndarray, k: int, prev: np.ndarray) -> np.ndarray:
-    """Normalised member sums per cluster (float64 accumulation); a zero sum keeps ``prev``."""
-    order = np.argsort(labels, kind="stable")
-    present, starts = np.unique(labels[order], return_index=True)
-    ends = np.append(starts[1:], labels.size)
-    Xs = Xn[order]
-    sums = np.zeros((k, Xn.shape[1]))
-    for c, s, e in zip(present.tolist(), starts.tolist(), ends.tolist()):
-        sums[c] = Xs[s:e].sum(axis=0, dtype=np.float64)
-    norms = np.linalg.norm(sums, axis=1)
-    C = prev.astype(np.float64, copy=True)
-    ok = norms > 0
-    C[ok] = sums[ok] / norms[ok, None]
-    return C.astype(Xn.dtype)
-
-
-def _reseed_empty(labels: np.ndarray, own_sim: np.ndarray, k: int) -> np.ndarray:
-    """Move, for each empty cluster (increasing index), the point farthest from its centroid
-    (lowest ``own_sim``, ties -> lowest index) out of a cluster that keeps >= 1 other member."""
-    counts = np.bincount(labels, minlength=k)
-    empty = np.flatnonzero(counts == 0)
-    if empty.size == 0:
-        return labels
-    labels = labels.copy()
-    order = np.lexsort((np.arange(labels.size), own_sim))  # farthest first, ties by index
-    used = np.zeros(labels.size, dtype=bool)
-    pos = 0
-    for c in empty:
-        while True:  # terminates: n >= k leaves a cluster with >= 2 members while one is empty
-            i = order[pos]
-            pos += 1
-            if not used[i] and counts[labels[i]] >= 2:
-                break
-        counts[labels[i]] -= 1
-        labels[i] = c
-        counts[c] = 1
-        used[i] = True
-    return labels
-
-
-def spherical_kmeans(X: np.ndarray, k: int, iters: int = 20, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Cosine k-means on the L2-normalised rows of ``X`` (n, d).
-
-    Returns ``(labels int64 (n,), centroids (k, d) unit rows)``; every cluster is non-empty and
-    clusters are numbered by their first member. See the module docstring for init, empty-cluster
-    re-seeding, convergence and tie rules.
-    """
-    Xn = _normalise_rows(X)
-    n = Xn.shape[0]
-    if not _is_int(k) or not 1 <= k <= n:
-        raise ValueError(f"k must be an int in [1, n={n}], got {k!r}")
-    if not _is_int(iters) or iters < 1:
-        raise ValueError(f"iters must be a positive int, got {iters!r}")
-    k = int(k)
-    rng = np.random.default_rng(seed)
-    C = Xn[rng.choice(n, size=k, replace=False)].copy()
-    labels: np.ndarray | None = None
-    for _ in range(int(iters)):
-        sims = Xn @ C.T
-        assign = np.argmax(sims, axis=1)  # first maximum: ties -> lowest cluster index
-        new = _reseed_empty(assign, sims[np.arange(n), assign], k)
-        C = _centroids(Xn, new, k, C)
-        if labels is not None and np.array_equal(new, labels):
-            break
-        labels = new
-    assert labels is not None
-    # renumber by first member: np.unique's return_index gives each cluster's lowest row index
-    present, first = np.unique(labels, return_index=True)
-    assert present.size == k
-    old_order = present[np.argsort(first, kind="stable")]  # old id of new cluster 0, 1, ...
-    rank = np.empty(k, dtype=np.int64)
-    rank[old_order] = np.arange(k)
-    return rank[labels].astype(np.int64), C[old_order]
 
 
 # --------------------------------------------------------------------------- cold start, budget
@@ -218,7 +104,7 @@ def cold_start(labels: np.ndarray, csp: float, rng: np.random.Generator | int) -
 def bandit_draws(n_total: int, budget: float, csp: float, n_drawn: int = 0) -> int:
     """Number of bandit draws after the cold start: ``floor(N * (budget - csp))``, never negative,
     capped by the ``n_total - n_drawn`` samples not yet drawn."""
-    if not _is_int(n_total) or n_total < 0 or not _is_int(n_drawn) or not 0 <= n_drawn <= n_total:
+    if not is_int(n_total) or n_total < 0 or not is_int(n_drawn) or not 0 <= n_drawn <= n_total:
         raise ValueError(f"need ints 0 <= n_drawn <= n_total, got n_total={n_total!r}, n_drawn={n_drawn!r}")
     budget, csp = _fraction(budget, "budget"), _fraction(csp, "csp")
     return int(min(max(_floor(n_total * (budget - csp)), 0), n_total - n_drawn))
@@ -256,9 +142,9 @@ def _values(arms: np.ndarray, r: np.ndarray, n_arms: int, policy: str, beta: flo
     if not seen.any():
         return vals
     if policy == "ucb_beta":
-        vals[seen] = mean[seen] + beta * std[seen]
+        vals[seen] = mean[seen] + ucb_beta_bonus(std[seen], beta)
     elif policy == "ucb1":
-        vals[seen] = mean[seen] + np.sqrt(2.0 * math.log(r.size) / counts[seen])
+        vals[seen] = mean[seen] + ucb1_bonus(counts[seen], r.size, 2.0)
     else:
         t = float(np.quantile(r, q))  # default method="linear"
         if policy == "thresh_hard":
@@ -330,7 +216,7 @@ class ClusterBandit:
     """
 
     def __init__(self, n_arms: int, policy: str = "ucb_beta", beta: float = 1.0, seed: int = 0) -> None:
-        if not _is_int(n_arms) or n_arms < 1:
+        if not is_int(n_arms) or n_arms < 1:
             raise ValueError(f"n_arms must be a positive int, got {n_arms!r}")
         if policy not in POLICIES:
             raise ValueError(f"unknown policy {policy!r}; choose one of: {', '.join(POLICIES)}")
@@ -355,7 +241,7 @@ class ClusterBandit:
         return out
 
     def update(self, arm: int, reward: float) -> None:
-        if not _is_int(arm) or not 0 <= arm < self.n_arms:
+        if not is_int(arm) or not 0 <= arm < self.n_arms:
             raise ValueError(f"arm must be an int in [0, {self.n_arms}), got {arm!r}")
         r = float(reward)
         if not (math.isfinite(r) and -1 - _REWARD_TOL <= r <= 1 + _REWARD_TOL):
@@ -412,7 +298,7 @@ def top_by_reward(drawn_indices: np.ndarray, rewards: np.ndarray, n: int) -> np.
         raise ValueError("drawn_indices contain duplicates")
     if not np.isfinite(r).all():
         raise ValueError("rewards must be finite")
-    if not _is_int(n) or n < 0:
+    if not is_int(n) or n < 0:
         raise ValueError(f"n must be an int >= 0, got {n!r}")
     order = np.lexsort((idx, -r))
     return idx[order[:n]].astype(np.int64)
@@ -424,7 +310,7 @@ def run_clusterucb(labels: np.ndarray, reward_fn: Callable[[np.ndarray], np.ndar
     """Cold start + bandit draws over clusters ``labels`` (ids 0..K-1; arms = max id + 1).
 
     ``reward_fn(indices) -> rewards in [-1, 1]`` is called once with the cold-start indices, then
-    once per bandit draw with one index. The cold start uses ``default_rng([seed, 1])``; the bandit
+    once per bandit draw with one index. The cold start uses ``stream(seed, "cold-start")`` (:mod:`leadsel.rng`); the bandit
     and the member draws ``ClusterBandit(..., seed=seed)``. Returns ``(drawn indices in draw order,
     their rewards)``; take :func:`top_by_reward` of them for the training set.
     """
@@ -441,7 +327,7 @@ def run_clusterucb(labels: np.ndarray, reward_fn: Callable[[np.ndarray], np.ndar
             raise ValueError(f"reward_fn returned {out.size} rewards for {ix.size} indices")
         return out
 
-    cold = cold_start(lab, csp, np.random.default_rng([seed, 1]))
+    cold = cold_start(lab, csp, stream(seed, "cold-start"))
     cold_r = score(cold)
     for i, r in zip(cold.tolist(), cold_r.tolist()):
         bandit.update(int(lab[i]), r)

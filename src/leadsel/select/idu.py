@@ -1,4 +1,4 @@
-"""Instance-level Dynamic Uncertainty (ALGORITHMS.md §1.3) and the bandit reward scale (§1.2.5).
+"""Instance-level Dynamic Uncertainty (docs/algorithms.md §1.3) and the bandit reward scale (§1.2.5).
 
 Plain numpy, no state beyond what the caller passes. For a round t that trains cluster k:
 

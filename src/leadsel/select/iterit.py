@@ -1,4 +1,4 @@
-"""IterIT as a selector (ALGORITHMS.md §2): one round per epoch, each training ``budget`` samples
+"""IterIT as a selector (docs/algorithms.md §2): one round per epoch, each training ``budget`` samples
 chosen greedily by complexity x diversity (:mod:`.iterit_core`).
 
     round 1      complexity = IFD under the base model (from the offline stage, cached), over the
@@ -17,13 +17,17 @@ known IFD.
 """
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 
-from .base import PoolView, RoundStats, UsageTracker, restore_rng, rng_state, round_fields
+from ..rng import stream
+from ..schema import RunConfig, count_of
+from .base import Method, PoolView, RoundStats, Selector, UsageTracker, restore_rng, rng_state, round_fields
 from .iterit_core import iterit_select, rerank, window
 
 
-class IterITSelector:
+class IterITSelector(Selector):
     name = "iterit"
 
     def __init__(self, view: PoolView, cfg, budget: int, epochs: int, seed: int, scorer, responses: list[str]):
@@ -33,7 +37,7 @@ class IterITSelector:
         self.scorer = scorer
         self.responses = responses
         self.complexity = np.asarray(view.scores["ifd_base"], dtype=np.float64).copy()
-        self.rng = np.random.default_rng([seed, 2])
+        self.rng = stream(seed, "epoch-order")
         self.usage = UsageTracker(len(view))
         self.ranking: np.ndarray | None = None
         self.picks: np.ndarray | None = None
@@ -85,3 +89,16 @@ class IterITSelector:
         self.ranking = None if state["ranking"] is None else np.asarray(state["ranking"], dtype=np.int64).copy()
         self.picks = None if state["picks"] is None else np.asarray(state["picks"], dtype=np.int64).copy()
         self._counts = state["counts"]
+
+
+# ---------------------------------------------------------------------------------------------- registry
+def build_iterit(cfg: RunConfig, view: PoolView, scorer=None) -> tuple[IterITSelector, dict]:
+    if scorer is None or view.responses is None:
+        raise ValueError("iterit needs a model scorer and the pool's responses")
+    budget = count_of(cfg.budget, len(view))
+    sel = IterITSelector(view, cfg.iterit, budget, cfg.train.epochs, cfg.seed, scorer, view.responses)
+    return sel, {"budget": budget, "epochs": cfg.train.epochs, "iterit": dataclasses.asdict(cfg.iterit)}
+
+
+METHODS = [Method("iterit", build_iterit, lambda cfg: frozenset({"u0", "ifd_base"}), reads_text=True,
+                  doc="IterIT: greedy IFD x diversity, re-scored with the current weights each epoch")]

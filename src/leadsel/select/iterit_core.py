@@ -1,4 +1,4 @@
-"""IterIT's selection core (ALGORITHMS.md §2; Jia et al., arXiv 2412.17365): plain numpy/scipy.
+"""IterIT's selection core (docs/algorithms.md §2; Jia et al., arXiv 2412.17365): plain numpy/scipy.
 
 Score of a candidate x: S_COM(x) · D(x). S_COM is the IFD of x under the model being trained
 (computed elsewhere and passed in as an array). Only samples with a finite S_COM < 1 are

@@ -1,4 +1,4 @@
-"""LEAD's online stage (ALGORITHMS.md §1.2-1.4): a bandit picks a cluster, IDU picks samples in it.
+"""LEAD's online stage (docs/algorithms.md §1.2-1.4): a bandit picks a cluster, IDU picks samples in it.
 
 Per round t: the bandit pulls one arm (a cluster with at least one eligible sample); inside it,
 per task (the sample's source), the top ceil(rate * n_(cluster, task)) eligible samples by IDU
@@ -14,20 +14,22 @@ every number comes from the training pass of the round loop.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
 
-from ..bandit import make_bandit
-from .base import PoolView, RoundStats, UsageTracker, id_ranks, ranked, restore_rng, rng_state
+from ..bandit import BANDITS, make_bandit
+from ..rng import stream
+from ..schema import LeadConfig, RunConfig, count_of
+from .base import Method, PoolView, RoundStats, Selector, UsageTracker, id_ranks, ranked, restore_rng, rng_state
+from .clusters import cluster_pool
 from .idu import Correction, RewardScale, correction, cosine, updated_idu
 
-BANDIT_PARAMS = {"exp3": ("gamma",), "exp3s": ("gamma", "alpha"), "ucb1": ("c",), "ucb_beta": ("beta",),
-                 "thompson": ("prior_mean", "prior_var", "noise_var"), "uniform": ()}
 
-
-class LeadSelector:
+class LeadSelector(Selector):
     name = "lead"
+    planned_samples = None  # the rounds decide as they go
 
     def __init__(self, view: PoolView, cfg, clusters: np.ndarray, budget: int, rounds: int, seed: int):
         n = len(view)
@@ -45,8 +47,8 @@ class LeadSelector:
         for k, t in zip(self.cluster.tolist(), self.task.tolist()):
             self.stratum_size[(k, t)] = self.stratum_size.get((k, t), 0) + 1
         bc = cfg.bandit
-        self.bandit = make_bandit(bc.name, self.n_arms, seed, **{p: getattr(bc, p) for p in BANDIT_PARAMS[bc.name]})
-        self.rng = np.random.default_rng([seed, 1])     # softmax sampling and the training order
+        self.bandit = make_bandit(bc.name, self.n_arms, seed, **{p: getattr(bc, p) for p in BANDITS[bc.name].PARAMS})
+        self.rng = stream(seed, "lead")                  # softmax sampling and the training order
         self.idu = np.asarray(view.scores["u0"], dtype=np.float64).copy()
         self.usage = UsageTracker(n)
         self.scale = RewardScale()
@@ -174,3 +176,44 @@ class LeadSelector:
         self.ref_delta = np.asarray(state["ref_delta"], dtype=np.float64).copy()
         self.cos_prev = np.asarray(state["cos_prev"], dtype=np.float64).copy()
         self.ref_grad = {int(k): np.asarray(v, dtype=np.float32) for k, v in state["ref_grad"].items()}
+
+
+# ---------------------------------------------------------------------------------------------- registry
+ABLATIONS = {
+    "lead": {},
+    "lead-no-idu": {"idu": False},                  # IDU off: a sample's utility is its last loss
+    "lead-no-task": {"stratify": False},            # no stratification by task inside a cluster
+    "lead-no-bandit": {"bandit": "uniform"},         # the arm drawn uniformly
+}
+
+
+def lead_settings(cfg: RunConfig) -> LeadConfig:
+    """The LeadConfig a LEAD-family method runs with (its ablation applied)."""
+    change = dict(ABLATIONS[cfg.method])
+    if "bandit" in change:
+        change["bandit"] = dataclasses.replace(cfg.lead.bandit, name=change["bandit"])
+    return dataclasses.replace(cfg.lead, **change)
+
+
+def lead_needs(cfg: RunConfig) -> frozenset[str]:
+    """U0, and the features the clusters are built from (warm-up IFD, embeddings or both)."""
+    feats = cfg.lead.cluster_features
+    return frozenset({"u0"} | ({"ifd"} if feats in ("ifd", "both") else set())
+                     | ({"emb"} if feats in ("embedding", "both") else set()))
+
+
+def build_lead(cfg: RunConfig, view: PoolView, scorer=None) -> tuple[LeadSelector, dict]:
+    lead = lead_settings(cfg)
+    budget = count_of(cfg.budget, len(view))
+    labels, info = cluster_pool(lead.cluster_features, lead.clusters, lead.cluster_seed,
+                                ifd=view.scores.get("ifd"), emb=view.scores.get("emb"))
+    sel = LeadSelector(view, lead, labels, budget, cfg.rounds, cfg.seed)
+    return sel, {"budget": budget, "clusters": info, "lead": dataclasses.asdict(lead)}
+
+
+METHODS = [Method(name, build_lead, lead_needs, fixed_length=False, doc=doc) for name, doc in (
+    ("lead", "LEAD: a bandit over clusters, IDU inside the chosen one, from the training losses"),
+    ("lead-no-idu", "LEAD without IDU (a sample's utility is its last training loss)"),
+    ("lead-no-task", "LEAD without stratification by task inside a cluster"),
+    ("lead-no-bandit", "LEAD with the cluster drawn uniformly"),
+)]

@@ -1,4 +1,4 @@
-"""Static baselines (ALGORITHMS.md §4): one subset chosen before training, trained for
+"""Static baselines (docs/algorithms.md §4): one subset chosen before training, trained for
 ``train.epochs`` passes (one round per pass, each in a fresh seeded order).
 
     random  a uniform subset of ``budget`` samples
@@ -15,7 +15,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import PoolView, RoundStats, UsageTracker, id_ranks, ranked, restore_rng, rng_state, round_fields
+from ..rng import stream
+from ..schema import RunConfig, count_of
+from .base import (Method, PoolView, RoundStats, Selector, UsageTracker, id_ranks, ranked, restore_rng, rng_state,
+                   round_fields)
 from .clusters import valid_ifd
 
 
@@ -25,7 +28,7 @@ def static_subset(method: str, view: PoolView, budget: int, seed: int) -> tuple[
     if method == "full":
         return np.arange(n), {}
     if method == "random":
-        return np.sort(np.random.default_rng([seed, 3]).choice(n, size=min(budget, n), replace=False)), {}
+        return np.sort(stream(seed, "random-subset").choice(n, size=min(budget, n), replace=False)), {}
     rank = id_ranks(view.ids)
     if method == "ifd":
         score = np.asarray(view.scores["ifd"], dtype=np.float64)
@@ -44,12 +47,12 @@ def static_subset(method: str, view: PoolView, budget: int, seed: int) -> tuple[
     raise ValueError(f"{method!r} is not a static method (random, full, ifd, loss, less)")
 
 
-class StaticSelector:
+class StaticSelector(Selector):
     def __init__(self, method: str, view: PoolView, budget: int, epochs: int, seed: int):
         self.name = method
         self.subset, self.info = static_subset(method, view, budget, seed)
         self.epochs = int(epochs)
-        self.rng = np.random.default_rng([seed, 2])
+        self.rng = stream(seed, "epoch-order")
         self.usage = UsageTracker(len(view))
         self._round: int | None = None
 
@@ -75,3 +78,18 @@ class StaticSelector:
     def load_state_dict(self, state: dict) -> None:
         self.usage.load_state_dict(state["usage"])
         self.rng = restore_rng(state["rng"])
+
+
+# ---------------------------------------------------------------------------------------------- registry
+def build_static(cfg: RunConfig, view: PoolView, scorer=None) -> tuple[StaticSelector, dict]:
+    sel = StaticSelector(cfg.method, view, count_of(cfg.budget, len(view)), cfg.train.epochs, cfg.seed)
+    return sel, {"budget": len(sel.subset), "epochs": cfg.train.epochs, **sel.info}
+
+
+METHODS = [Method(name, build_static, (lambda cfg, n=needs: frozenset(n)), doc=doc) for name, needs, doc in (
+    ("random", (), "a uniform random subset of budget samples"),
+    ("full", (), "the whole pool"),
+    ("ifd", ("ifd",), "the top budget by warm-up IFD (IFD <= 1 first)"),
+    ("loss", ("u0",), "the top budget by base-model loss U0"),
+    ("less", ("less",), "the top budget by LESS gradient score for the validation tasks, once"),
+)]

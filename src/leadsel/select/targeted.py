@@ -1,4 +1,4 @@
-"""Targeted gradient selection at every epoch: ``dynamic`` and ``clusterucb`` (ALGORITHMS.md §3).
+"""Targeted gradient selection at every epoch: ``dynamic`` and ``clusterucb`` (docs/algorithms.md §3).
 
 Both select for the target tasks of the validation sets. A sample's score is its LESS score at
 the current checkpoint: the cosine of its Adam-preconditioned, projected gradient to each task's
@@ -27,12 +27,19 @@ sample's last score; NaN if never scored) and, for ClusterUCB, ``cluster``.
 """
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 
-from .base import PoolView, RoundStats, UsageTracker, id_ranks, ranked, restore_rng, rng_state, round_fields
+from ..rng import stream
+from ..schema import RunConfig, count_of
+from .base import (Method, PoolView, RoundStats, Selector, UsageTracker, id_ranks, ranked, restore_rng, rng_state,
+                   round_fields)
+from .clusterucb_core import run_clusterucb, top_by_reward
+from .spherical_kmeans import spherical_kmeans
 
 
-class GradientSelector:
+class TargetedSelector(Selector):
     def __init__(self, method: str, view: PoolView, cfg, budget: int, epochs: int, seed: int, scorer,
                  warmup_samples: int):
         if method == "clusterucb" and cfg.k is None:
@@ -42,7 +49,7 @@ class GradientSelector:
         self.n_pool = len(view)
         self.warmup = min(int(warmup_samples), self.n_pool)
         self.id_rank = id_ranks(view.ids)
-        self.rng = np.random.default_rng([seed, 2])
+        self.rng = stream(seed, "epoch-order")
         self.usage = UsageTracker(self.n_pool)
         self.score = np.full(self.n_pool, np.nan)
         self.labels: np.ndarray | None = None
@@ -58,7 +65,7 @@ class GradientSelector:
             return None
         if epoch == 0:
             self._pending = {"round": round_index, "phase": "warmup", "n_scored": 0}
-            return np.random.default_rng([self.seed, 5]).choice(self.n_pool, size=self.warmup, replace=False)
+            return stream(self.seed, "targeted-warmup").choice(self.n_pool, size=self.warmup, replace=False)
         everything = np.arange(self.n_pool)
         if self.name == "dynamic":
             self.score[:] = self.scorer.target_scores(everything, desc=f"round {round_index}: scoring the pool",
@@ -70,8 +77,6 @@ class GradientSelector:
         return self.rng.permutation(picks)
 
     def _clusterucb(self, round_index: int) -> np.ndarray:
-        from .clusterucb_core import run_clusterucb, spherical_kmeans, top_by_reward
-
         scored = 0
         if self.labels is None:  # cluster the whole pool once, at the first selection
             feats = self.scorer.grad_features(self.scorer.s.pool, np.arange(self.n_pool), precondition=True,
@@ -116,3 +121,26 @@ class GradientSelector:
         self.rng = restore_rng(state["rng"])
         self.score = np.asarray(state["score"], dtype=np.float64).copy()
         self.labels = None if state["labels"] is None else np.asarray(state["labels"], dtype=np.int64).copy()
+
+
+# ---------------------------------------------------------------------------------------------- registry
+def build_targeted(cfg: RunConfig, view: PoolView, scorer=None) -> tuple[TargetedSelector, dict]:
+    n = len(view)
+    budget = count_of(cfg.budget, n)
+    if scorer is None:
+        raise ValueError(f"{cfg.method} needs a model scorer")
+    if cfg.method == "clusterucb" and budget > cfg.targeted.draws * n:
+        raise ValueError(f"clusterucb trains the top budget ({budget}) of the samples it draws each epoch "
+                         f"(targeted.draws x pool = {cfg.targeted.draws * n:g}): raise targeted.draws or lower budget")
+    t = cfg.train
+    warm = cfg.targeted.warmup_steps * t.per_device_batch_size * t.gradient_accumulation_steps
+    sel = TargetedSelector(cfg.method, view, cfg.targeted, budget, t.epochs, cfg.seed, scorer, warm)
+    return sel, {"budget": budget, "epochs": t.epochs, "warmup_samples": sel.warmup,
+                 "targeted": dataclasses.asdict(cfg.targeted), "grads": dataclasses.asdict(cfg.grads)}
+
+
+METHODS = [
+    Method("dynamic", build_targeted, doc="Dynamic: each epoch, the top budget of the whole pool by gradient score"),
+    Method("clusterucb", build_targeted,
+           doc="ClusterUCB: each epoch, a bandit over gradient clusters draws samples; the top budget by score"),
+]

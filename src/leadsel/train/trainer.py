@@ -2,7 +2,7 @@
 
 ``Trainer.train(indices)`` trains one pass over the given samples, in the given order, with
 gradient accumulation, and returns a :class:`TrainResult`: every sample's loss from the forward
-that trained it, and, per optimizer step, the first-order statistics LEAD needs (ALGORITHMS.md
+that trained it, and, per optimizer step, the first-order statistics LEAD needs (docs/algorithms.md
 §1.3): the learning rate used, ``delta = -g·u/eta`` (g the batch gradient as it stands after
 backward, u the parameter update the step made), and the running sum of g over the call. The
 trainer does not know which method chose the indices.
@@ -27,6 +27,7 @@ import torch
 
 from ..data.encode import EncodedPool, collate
 from ..model.loss import LossModule
+from ..model.precision import autocast
 
 
 @dataclass
@@ -55,13 +56,6 @@ class TrainResult:
     @property
     def lrs(self) -> list[float]:
         return [s.lr for s in self.steps]
-
-
-def autocast(device_type: str, precision: str):
-    """bf16 autocast context (fp32 master weights), or nothing for fp32."""
-    if precision == "bf16":
-        return torch.autocast(device_type=device_type, dtype=torch.bfloat16)
-    return nullcontext()
 
 
 def steps_for(n_samples: int, cfg, num_processes: int = 1) -> int:
