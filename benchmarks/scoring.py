@@ -1,6 +1,6 @@
 """Scoring throughput: leadsel's pass vs a naive loop, and the effective FLOP/s vs a measured peak.
 
-    python benchmarks/scoring.py [--n 64] [--repeats 1]
+    python benchmarks/scoring.py [--n 64] [--batch-tokens 4096]
 
 On the same real pool samples (the first N of the bundled pool) and the bundled
 SmolLM2-135M-Instruct, in one process:
@@ -49,7 +49,8 @@ def main() -> None:
     from leadsel.data.bundled import build_bundled_pool
     from leadsel.data.encode import collate, encode
     from leadsel.data.load import load_pool
-    from leadsel.model.load import choose_precision, load_model, load_tokenizer, resolve_model
+    from leadsel.model.load import load_model, load_tokenizer, resolve_model
+    from leadsel.model.precision import choose_precision
     from leadsel.scoring.passes import loss_pass
     from leadsel.utils import cache_root
 

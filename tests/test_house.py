@@ -33,9 +33,9 @@ def test_the_configs_methods_and_the_registry_agree():
     assert set(typing.get_args(MethodName)) == set(METHODS)
     hints = typing.get_type_hints(RunConfig)
     assert hints["method"] is MethodName
-    assert typing.get_type_hints(CompareConfig)["methods"] == list[MethodName]
+    assert typing.get_type_hints(CompareConfig)["methods"] == list[MethodName]  # one_seed: within methods
     for name, m in METHODS.items():
-        assert m.name == name and callable(m.build) and m.doc
+        assert m.name == name and callable(m.build)
 
 
 def test_what_the_registry_says_of_each_method():
@@ -104,10 +104,43 @@ def test_a_dataclass_built_in_python_is_checked_too():
         TrainConfig(gradient_accumulation_steps=0)
     with pytest.raises(ConfigError, match="^sampling: 'greedy' is not one of topk, softmax$"):
         LeadConfig(sampling="greedy")
-    with pytest.raises(ConfigError, match=r"^methods\[1\]: 'nope' is not one of lead, random"):
+    with pytest.raises(ConfigError, match=r"^methods: 'nope' is not one of lead, random"):
         CompareConfig(methods=["lead", "nope"])
     with pytest.raises(ConfigError, match="^one_seed: 'full' is not in compare.methods$"):
         CompareConfig(methods=["lead"], one_seed=["full"])
+
+
+def test_the_schemas_choices_agree_with_the_code_that_takes_them():
+    from leadsel.bandit import BANDITS
+    from leadsel.data.formats import FORMATS
+    from leadsel.data.load import ON_ERROR
+    from leadsel.schema import BanditConfig, DataConfig, GradsConfig, TargetedConfig, choices_of
+    from leadsel.scoring.grads import ADAM_VARIANTS
+    from leadsel.select.clusterucb_core import POLICIES
+
+    def choices(cls, name):
+        return set(choices_of(typing.get_type_hints(cls)[name]))
+
+    assert choices(BanditConfig, "name") == set(BANDITS)
+    assert choices(TargetedConfig, "policy") == set(POLICIES)
+    assert choices(GradsConfig, "adam_variant") == set(ADAM_VARIANTS)
+    assert choices(DataConfig, "on_error") == set(ON_ERROR)
+    assert choices(DataConfig, "format") == {"auto", *FORMATS}
+
+
+@pytest.mark.parametrize("override, message", [
+    ("compare.methods=[lead,nope]", "compare.methods: 'nope' is not one of lead, random"),
+    ("compare.methods=[]", "compare.methods and compare.seeds must not be empty"),
+    ("compare.one_seed=[nope]", "compare.one_seed: 'nope' is not in compare.methods"),
+    ("data.format=1", "data.format: expected str, got 1"),
+    ("encoding.supervise=true", "encoding.supervise: expected str, got True"),
+    ("method=bogus", "method: 'bogus' is not one of lead, random"),
+])
+def test_the_loaders_messages_are_those_it_always_gave(override, message):
+    from leadsel.config import ConfigError, load_config
+
+    with pytest.raises(ConfigError, match="^" + re.escape(message)):
+        load_config(None, [override])
 
 
 def test_the_schema_does_not_import_the_loader_or_the_data_builder():

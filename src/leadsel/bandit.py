@@ -29,7 +29,7 @@ from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import numpy as np
 
-from .numeric import is_int
+from .numeric import as_real, is_int
 
 _TOL = 1e-9  # rewards this far outside [-1, 1] (float noise) are clipped, further ones rejected
 
@@ -49,9 +49,8 @@ class Bandit(Protocol):
 def _param(value: Any, name: str, lo: float, hi: float, lo_open: bool = False, hi_open: bool = False) -> float:
     """``value`` as a float, checked to lie in the interval (lo_open/hi_open: exclusive ends)."""
     interval = f"{'(' if lo_open else '['}{lo}, {hi}{')' if hi_open else ']'}"
-    ok = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
-    v = float(value) if ok else math.nan
-    if not (ok and math.isfinite(v) and (lo < v if lo_open else lo <= v) and (v < hi if hi_open else v <= hi)):
+    v = as_real(value)
+    if not (math.isfinite(v) and (lo < v if lo_open else lo <= v) and (v < hi if hi_open else v <= hi)):
         raise ValueError(f"{name} must be a number in {interval}, got {value!r}")
     return v
 

@@ -22,9 +22,9 @@ from .config import ConfigError, commented_yaml, load_config, to_dict
 from .data.encode import TemplateError
 from .data.records import DataError
 
-# The handlers import the modules that load torch and transformers when they run: `import
-# leadsel.runner` takes 4.2 s here and `import leadsel.cli` 0.06 s (python -c, 2-core dev machine),
-# so `leadsel --help`, `leadsel config` and a bad argument answer at once.
+# The handlers import the modules that load torch and transformers when they run: `python -c
+# "import leadsel.runner"` takes 4.2-4.6 s on the 2-core dev machine, `import leadsel.cli` (config,
+# yaml, numpy) 0.3 s, so `leadsel --help`, `leadsel config` and a bad argument answer at once.
 
 
 def _config(args):

@@ -28,7 +28,10 @@ from .schema import ConfigError, RunConfig, check_choice, choices_of
 def _coerce(value: Any, tp: Any, key: str) -> Any:
     """Check ``value`` against the annotation ``tp``; returns it (ints widened to float)."""
     origin = typing.get_origin(tp)
-    if choices_of(tp):
+    if choices_of(tp):  # the type first (a number where a name belongs), then the choice
+        kinds = tuple({type(c) for c in choices_of(tp)})
+        if not isinstance(value, kinds):
+            raise ConfigError(f"{key}: expected {'/'.join(k.__name__ for k in kinds)}, got {value!r}")
         check_choice(key, value, choices_of(tp))
         return value
     if origin in (Union, types.UnionType):
@@ -51,7 +54,8 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         (item,) = typing.get_args(tp)
         if not isinstance(value, list):
             raise ConfigError(f"{key}: expected a list, got {value!r}")
-        return [_coerce(v, item, f"{key}[{i}]") for i, v in enumerate(value)]
+        # a list of choices names the list (compare.methods: 'x' is not one of ...), others the item
+        return [_coerce(v, item, key if choices_of(item) else f"{key}[{i}]") for i, v in enumerate(value)]
     if origin is dict:
         kt, vt = typing.get_args(tp)
         if not isinstance(value, dict):

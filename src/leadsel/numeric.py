@@ -1,6 +1,7 @@
 """Small numpy checks and transforms shared by the selection and scoring code (no torch)."""
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -9,6 +10,12 @@ import numpy as np
 def is_int(x: Any) -> bool:
     """A Python or numpy integer, and not a bool."""
     return isinstance(x, (int, np.integer)) and not isinstance(x, bool)
+
+
+def as_real(x: Any) -> float:
+    """``x`` as a float when it is a Python or numpy number (not a bool), else nan."""
+    ok = isinstance(x, (int, float, np.integer, np.floating)) and not isinstance(x, bool)
+    return float(x) if ok else math.nan
 
 
 def l2_normalise(X: np.ndarray, eps: float = 1e-12, norm_dtype=None) -> np.ndarray:

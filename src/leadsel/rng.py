@@ -1,10 +1,15 @@
-"""Named random streams: every seeded generator a method draws from, by name.
+"""Named random streams: the seeded generators the selection methods draw from, by name.
 
 ``stream(seed, name)`` is ``numpy.random.default_rng([seed, STREAMS[name]])``. A name says what the
 stream is for; its number is part of the results (changing it changes every run that draws from
-it), so numbers are never reused for another purpose under the same seed and never changed. Streams
-that differ only by an index the caller owns (a warm-up epoch, a projection block) take that index
-in place of a name. The bundled pool names its streams in :mod:`leadsel.data.bundled`.
+it), so numbers are never changed. Two names may share a number only when they are drawn under
+different seeds (``cold-start`` is seeded per ClusterUCB epoch, ``lead`` by the run seed).
+
+The other seeded generators take a seed of their own and, where there are many, an index the
+caller owns: each warm-up epoch's order (``[warmup.seed, epoch]``, :mod:`leadsel.scoring.warmup`),
+each projection block (``[grads.seed, block]``, :mod:`leadsel.scoring.projection`), the bundled
+pool's shuffles (named in :mod:`leadsel.data.bundled`); the bandits, spherical k-means and
+ClusterUCB's bandit draw from ``default_rng(seed)`` of the seed they are given.
 """
 from __future__ import annotations
 

@@ -74,7 +74,9 @@ def run_dir_state(cfg: RunConfig, resume: bool | None = None) -> str:
 
 
 def write_rows(run_dir: Path, rows: list[dict]) -> None:
-    """rounds.jsonl: the round log, rewritten whole (atomically) after every round."""
+    """rounds.jsonl: the round log, rewritten whole (atomically) after every round. Plain
+    ``json.dumps`` lines (ASCII, as leadsel has always written them), not the records writer of
+    :mod:`.data.load`, whose lines keep non-ASCII text as UTF-8."""
     atomic_write_bytes(run_dir / "rounds.jsonl", "".join(json.dumps(r) + "\n" for r in rows).encode())
 
 

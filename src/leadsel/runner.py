@@ -42,6 +42,7 @@ from .train.trainer import Trainer, steps_for
 
 log = logging.getLogger(__name__)
 
+
 def _kill_hook():
     """Fault injection for the resume tests: LEADSEL_KILL_AT_STEP=N sends SIGKILL to this process
     right after optimizer step N of the rounds."""

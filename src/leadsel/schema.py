@@ -52,8 +52,8 @@ class Checked:
         for f in dataclasses.fields(self):
             tp, value = hints[f.name], getattr(self, f.name)
             if typing.get_origin(tp) is list and choices_of(typing.get_args(tp)[0]):
-                for i, v in enumerate(value):
-                    check_choice(f"{f.name}[{i}]", v, choices_of(typing.get_args(tp)[0]))
+                for v in value:
+                    check_choice(f.name, v, choices_of(typing.get_args(tp)[0]))
             elif choices_of(tp):
                 check_choice(f.name, value, choices_of(tp))
         for name, (ok, what) in self.RANGES.items():
@@ -340,7 +340,10 @@ class TargetedConfig(Checked):
     """ClusterUCB and Dynamic (docs/algorithms.md §3.2-3.3): they select for the target tasks of the validation
     sets (data.val_paths, or the bundled val splits). After a warm-up, each of `train.epochs` epochs trains
     `budget` samples chosen at the current checkpoint: Dynamic scores the whole pool, ClusterUCB draws
-    `draws` x pool through a bandit over gradient clusters."""
+    `draws` x pool through a bandit over gradient clusters.
+
+    Which field is whose: `warmup_steps` serves both; `k`, `iters`, `csp`, `draws`, `policy` and `beta`
+    are ClusterUCB's alone (Dynamic has no setting of its own; both use `grads` for the features)."""
     warmup_steps: int = 20
     """Optimizer steps on random samples before the first selection (the paper: 20)."""
     k: Optional[int] = None
@@ -371,14 +374,13 @@ class CompareConfig(Checked):
     """`leadsel compare`: the methods to run (see `method`), each on every seed."""
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
     """`leadsel compare`: the run seeds (`warmup.seed` stays fixed, so offline scores are shared)."""
-    one_seed: list[MethodName] = field(default_factory=list)
+    one_seed: list[str] = field(default_factory=list)
     """`leadsel compare`: methods run on the first seed only (e.g. full, costly and random only in its order);
     the table shows their seed count."""
 
     def check(self) -> None:
-        for name in ("methods", "seeds"):
-            if not getattr(self, name):
-                raise ConfigError(f"{name}: must not be empty")
+        if not self.methods or not self.seeds:
+            raise ConfigError("methods and compare.seeds must not be empty")
         for m in self.one_seed:
             if m not in self.methods:
                 raise ConfigError(f"one_seed: {m!r} is not in compare.methods")

@@ -86,8 +86,6 @@ class BundledPool:
 
 # --------------------------------------------------------------------------- helpers
 
-
-
 def iter_json_array(text: str) -> Iterator[Any]:
     """Yield the complete elements of a JSON array that may be truncated at any point.
 

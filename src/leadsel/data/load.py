@@ -77,24 +77,25 @@ def load_pool(paths: PathLike | Sequence[PathLike], *, fmt: str = "auto",
 _LINE_BREAKS = {"\x85": "\\u0085", "\u2028": "\\u2028", "\u2029": "\\u2029"}
 
 
-def dumps_line(rec: dict) -> str:
-    """One JSONL line: UTF-8 text, but with every line-break character escaped, so that any
-    line splitter (also ``str.splitlines``) sees exactly one record per line."""
+def dumps_line(rec: dict, escape_line_breaks: bool = True) -> str:
+    """One JSONL line of UTF-8 text. ``escape_line_breaks``: every line-break character escaped
+    too, so that any line splitter (also ``str.splitlines``) sees exactly one record per line."""
     s = json.dumps(rec, ensure_ascii=False, default=str)
-    for ch, esc in _LINE_BREAKS.items():
-        if ch in s:
-            s = s.replace(ch, esc)
+    if escape_line_breaks:
+        for ch, esc in _LINE_BREAKS.items():
+            if ch in s:
+                s = s.replace(ch, esc)
     return s
 
 
-def write_records(path: PathLike, records: Iterable[dict]) -> int:
+def write_records(path: PathLike, records: Iterable[dict], escape_line_breaks: bool = True) -> int:
     """Write each record as one JSON line (:func:`dumps_line`), atomically (gzip if ``.gz``);
     returns how many."""
     n = 0
     with atomic_open(path) as raw_out:
         out = gzip.GzipFile(fileobj=raw_out, mode="wb") if str(path).endswith(".gz") else raw_out
         for rec in records:
-            out.write((dumps_line(rec) + "\n").encode("utf-8"))
+            out.write((dumps_line(rec, escape_line_breaks) + "\n").encode("utf-8"))
             n += 1
         if out is not raw_out:
             out.close()
@@ -102,8 +103,10 @@ def write_records(path: PathLike, records: Iterable[dict]) -> int:
 
 
 def write_jsonl(samples: Iterable[Sample], path: PathLike) -> None:
-    """Write each sample's ``raw`` record (its input schema) as one JSON line, atomically."""
-    write_records(path, (s.raw or {"id": s.id, "source": s.source, "messages": s.messages} for s in samples))
+    """Write each sample's ``raw`` record (its input schema) as one JSON line, atomically
+    (``selected.jsonl``: line breaks inside texts kept as they are, as leadsel has always written it)."""
+    write_records(path, (s.raw or {"id": s.id, "source": s.source, "messages": s.messages} for s in samples),
+                  escape_line_breaks=False)
 
 
 # --- per-file loading ---------------------------------------------------------------------

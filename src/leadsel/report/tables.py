@@ -53,8 +53,6 @@ def run_row(run_dir: Path) -> dict:
 def pool_u0(run_dirs: list[Path]) -> dict[str, float] | None:
     """Base-model loss U0 by sample id, from the first run that computed it (every run of a
     comparison has the same pool and base model)."""
-    import pyarrow.parquet as pq
-
     for d in run_dirs:
         f = d / "scores.parquet"
         if f.is_file():

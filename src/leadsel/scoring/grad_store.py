@@ -1,9 +1,9 @@
 """The gradient store: a pool's gradient features on disk, filled shard by shard, resumable.
 
-Rows are processed in fixed shards of ``shard`` consecutive positions of
-``indices`` (batched by length *within* the shard, so the batches -- hence the floats -- do not
-depend on where a run stopped). With a :class:`GradientStore` the features go to a float16
-memmap ``features.f16`` (n, d); after each shard the memmap is flushed and the sidecar
+:func:`~.features.gradient_features` computes a pool's rows in fixed shards of consecutive
+positions (batched by length *within* a shard, so the floats do not depend on where a run
+stopped). With a :class:`GradientStore` the features go to a float16 memmap ``features.f16``
+(n, d); after each shard the memmap is flushed and the sidecar
 ``features.json`` (shape, dtype, fingerprint, projection seed/dim, adam variant, rows, done
 shards) is rewritten atomically, so a restarted job skips the finished shards and ends with the
 same bytes as an uninterrupted one. A sidecar that disagrees with the request is refused.

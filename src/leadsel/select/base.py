@@ -89,7 +89,6 @@ class Method:
     needs: Callable[..., frozenset[str]] = lambda cfg: frozenset()
     reads_text: bool = False
     fixed_length: bool = True
-    doc: str = ""
 
 
 class UsageTracker:

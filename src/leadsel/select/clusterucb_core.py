@@ -54,7 +54,7 @@ from typing import Any
 import numpy as np
 
 from ..bandit import ucb1_bonus, ucb_beta_bonus
-from ..numeric import is_int
+from ..numeric import as_real, is_int
 from ..rng import stream
 
 POLICIES = ("ucb_beta", "ucb1", "thresh_hard", "thresh_normal")
@@ -80,8 +80,7 @@ def _labels(labels: np.ndarray) -> np.ndarray:
 
 
 def _fraction(x: Any, name: str) -> float:
-    ok = isinstance(x, (int, float, np.integer, np.floating)) and not isinstance(x, bool)
-    v = float(x) if ok else math.nan
+    v = as_real(x)
     if not (0.0 <= v <= 1.0):
         raise ValueError(f"{name} must be a number in [0, 1], got {x!r}")
     return v
@@ -220,7 +219,7 @@ class ClusterBandit:
             raise ValueError(f"n_arms must be a positive int, got {n_arms!r}")
         if policy not in POLICIES:
             raise ValueError(f"unknown policy {policy!r}; choose one of: {', '.join(POLICIES)}")
-        b = float(beta) if isinstance(beta, (int, float, np.integer, np.floating)) and not isinstance(beta, bool) else math.nan
+        b = as_real(beta)
         if not (math.isfinite(b) and b >= 0):
             raise ValueError(f"beta must be a finite number >= 0, got {beta!r}")
         self.n_arms, self.policy, self.beta, self.seed = int(n_arms), policy, b, seed

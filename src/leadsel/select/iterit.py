@@ -100,5 +100,5 @@ def build_iterit(cfg: RunConfig, view: PoolView, scorer=None) -> tuple[IterITSel
     return sel, {"budget": budget, "epochs": cfg.train.epochs, "iterit": dataclasses.asdict(cfg.iterit)}
 
 
-METHODS = [Method("iterit", build_iterit, lambda cfg: frozenset({"u0", "ifd_base"}), reads_text=True,
-                  doc="IterIT: greedy IFD x diversity, re-scored with the current weights each epoch")]
+# IterIT: greedy IFD x diversity, re-scored with the current weights each epoch
+METHODS = [Method("iterit", build_iterit, lambda cfg: frozenset({"u0", "ifd_base"}), reads_text=True)]

@@ -211,9 +211,5 @@ def build_lead(cfg: RunConfig, view: PoolView, scorer=None) -> tuple[LeadSelecto
     return sel, {"budget": budget, "clusters": info, "lead": dataclasses.asdict(lead)}
 
 
-METHODS = [Method(name, build_lead, lead_needs, fixed_length=False, doc=doc) for name, doc in (
-    ("lead", "LEAD: a bandit over clusters, IDU inside the chosen one, from the training losses"),
-    ("lead-no-idu", "LEAD without IDU (a sample's utility is its last training loss)"),
-    ("lead-no-task", "LEAD without stratification by task inside a cluster"),
-    ("lead-no-bandit", "LEAD with the cluster drawn uniformly"),
-)]
+# lead and its ablations (ABLATIONS says what each one turns off); their rounds decide as they go
+METHODS = [Method(name, build_lead, lead_needs, fixed_length=False) for name in ABLATIONS]

@@ -86,10 +86,10 @@ def build_static(cfg: RunConfig, view: PoolView, scorer=None) -> tuple[StaticSel
     return sel, {"budget": len(sel.subset), "epochs": cfg.train.epochs, **sel.info}
 
 
-METHODS = [Method(name, build_static, (lambda cfg, n=needs: frozenset(n)), doc=doc) for name, needs, doc in (
-    ("random", (), "a uniform random subset of budget samples"),
-    ("full", (), "the whole pool"),
-    ("ifd", ("ifd",), "the top budget by warm-up IFD (IFD <= 1 first)"),
-    ("loss", ("u0",), "the top budget by base-model loss U0"),
-    ("less", ("less",), "the top budget by LESS gradient score for the validation tasks, once"),
+METHODS = [Method(name, build_static, (lambda cfg, n=needs: frozenset(n))) for name, needs in (
+    ("random", ()),         # a uniform random subset of budget samples
+    ("full", ()),           # the whole pool
+    ("ifd", ("ifd",)),      # the top budget by warm-up IFD (IFD <= 1 first)
+    ("loss", ("u0",)),      # the top budget by base-model loss U0
+    ("less", ("less",)),    # the top budget by LESS gradient score for the validation tasks, once
 )]

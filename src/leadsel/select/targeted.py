@@ -139,8 +139,5 @@ def build_targeted(cfg: RunConfig, view: PoolView, scorer=None) -> tuple[Targete
                  "targeted": dataclasses.asdict(cfg.targeted), "grads": dataclasses.asdict(cfg.grads)}
 
 
-METHODS = [
-    Method("dynamic", build_targeted, doc="Dynamic: each epoch, the top budget of the whole pool by gradient score"),
-    Method("clusterucb", build_targeted,
-           doc="ClusterUCB: each epoch, a bandit over gradient clusters draws samples; the top budget by score"),
-]
+METHODS = [Method("dynamic", build_targeted),     # each epoch, the top budget of the whole pool by gradient score
+           Method("clusterucb", build_targeted)]  # each epoch, a bandit over gradient clusters draws; the top budget
