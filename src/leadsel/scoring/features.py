@@ -16,14 +16,7 @@ from ..session import Session
 from ..utils import fingerprint as _fingerprint
 from .counter import PassCounter
 from .grad_store import GradientStore
-from .grads import (
-    ADAM_VARIANTS,
-    AdamState,
-    GradTaps,
-    adam_precondition,
-    eval_mode,
-    tapped_grads,
-)
+from .grads import ADAM_VARIANTS, AdamState, GradTaps, adam_precondition, eval_mode, tapped_grads
 from .passes import length_batches
 from .projection import make_projection
 

@@ -33,12 +33,7 @@ import numpy as np
 
 from ..schema import to_dict
 from ..session import Session
-from .features import (
-    feature_settings,
-    gradient_features,
-    projection_for,
-    task_similarity,
-)
+from .features import feature_settings, gradient_features, projection_for, task_similarity
 from .grad_store import GradientStore
 from .warmup import warmup_key, warmup_plan, warmup_trainer
 
