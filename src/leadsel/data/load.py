@@ -77,7 +77,7 @@ def load_pool(paths: PathLike | Sequence[PathLike], *, fmt: str = "auto",
 _LINE_BREAKS = {"\x85": "\\u0085", "\u2028": "\\u2028", "\u2029": "\\u2029"}
 
 
-def dumps_line(rec: dict, escape_line_breaks: bool = True) -> str:
+def _dumps_line(rec: dict, escape_line_breaks: bool = True) -> str:
     """One JSONL line of UTF-8 text. ``escape_line_breaks``: every line-break character escaped
     too, so that any line splitter (also ``str.splitlines``) sees exactly one record per line."""
     s = json.dumps(rec, ensure_ascii=False, default=str)
@@ -88,18 +88,14 @@ def dumps_line(rec: dict, escape_line_breaks: bool = True) -> str:
     return s
 
 
-def write_records(path: PathLike, records: Iterable[dict], escape_line_breaks: bool = True) -> int:
-    """Write each record as one JSON line (:func:`dumps_line`), atomically (gzip if ``.gz``);
-    returns how many."""
-    n = 0
+def write_records(path: PathLike, records: Iterable[dict], escape_line_breaks: bool = True) -> None:
+    """Write each record as one JSON line (:func:`_dumps_line`), atomically (gzip if ``.gz``)."""
     with atomic_open(path) as raw_out:
         out = gzip.GzipFile(fileobj=raw_out, mode="wb") if str(path).endswith(".gz") else raw_out
         for rec in records:
-            out.write((dumps_line(rec, escape_line_breaks) + "\n").encode("utf-8"))
-            n += 1
+            out.write((_dumps_line(rec, escape_line_breaks) + "\n").encode("utf-8"))
         if out is not raw_out:
             out.close()
-    return n
 
 
 def write_jsonl(samples: Iterable[Sample], path: PathLike) -> None:

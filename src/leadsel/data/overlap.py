@@ -83,7 +83,8 @@ def check_heldout(path: Path, samples: list[Sample], pool_ids: set[str], pool_ke
 def check_validation(path: Path, samples: list[Sample], eval_keys: dict[str, str]) -> None:
     """Refuse a validation set (loaded from ``path``) holding samples of an evaluation set
     (``eval_keys``: content key -> the evaluation file it is in)."""
-    leaked = [(x.id, eval_keys[sample_key(x)]) for x in samples if sample_key(x) in eval_keys]
+    keys = [(x.id, sample_key(x)) for x in samples]
+    leaked = [(i, eval_keys[k]) for i, k in keys if k in eval_keys]
     if leaked:
         raise ValueError(f"validation set {path} has {len(leaked)} samples that are also in an evaluation set "
                          f"(e.g. {leaked[0][0]} in {leaked[0][1]}); validation examples must never come from "
