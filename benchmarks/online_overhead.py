@@ -104,7 +104,7 @@ def main(argv: list[str]) -> None:
                 a, sel_t, idx = run_lead()
             t0 = time.perf_counter()
             ckpt.save(r, model=s.model, trainer=lead, selector_state=selector.state_dict(), extra={},
-                      device=s.accelerator.device)
+                      accelerator=s.accelerator)
             t_ckpt += time.perf_counter() - t0
             t_lead, t_replay, t_select = t_lead + a, t_replay + b, t_select + sel_t
             ratios.append(a / b)

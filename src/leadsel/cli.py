@@ -21,6 +21,7 @@ from . import __version__
 from .config import ConfigError, commented_yaml, load_config, to_dict
 from .data.encode import TemplateError
 from .data.records import DataError
+from .dist import is_main_launch
 
 # The handlers import the modules that load torch and transformers when they run: `python -c
 # "import leadsel.runner"` takes 4.2-4.6 s on the 2-core dev machine, `import leadsel.cli` (config,
@@ -40,7 +41,8 @@ def cmd_run(args) -> int:
 
     cfg = _config(args)
     out = run(cfg, resume=True if args.resume else None)
-    print_summary(out)
+    if is_main_launch():
+        print_summary(out)
     return 0
 
 
@@ -77,10 +79,13 @@ def cmd_score(args) -> int:
     with s.manifest.stage("offline"):
         scores = offline_scores(s, needs(cfg) | {"u0"}, cfg.lead.ifd_kind)
         n = len(s.pool)
-        write_scores(s, scores, {"times_used": np.zeros(n, dtype=np.int32),
-                                 "first_round": np.full(n, -1, dtype=np.int32)})
+        if s.accelerator.is_main_process:
+            write_scores(s, scores, {"times_used": np.zeros(n, dtype=np.int32),
+                                     "first_round": np.full(n, -1, dtype=np.int32)})
     s.manifest.complete()
-    print(f"scored {len(s.pool)} samples ({', '.join(sorted(scores))}) -> {s.run_dir / 'scores.parquet'}")
+    s.accelerator.wait_for_everyone()
+    if is_main_launch():
+        print(f"scored {len(s.pool)} samples ({', '.join(sorted(scores))}) -> {s.run_dir / 'scores.parquet'}")
     return 0
 
 
@@ -89,9 +94,10 @@ def cmd_compare(args) -> int:
     from .report import write_report
 
     out = run_comparison(_config(args))
-    print((Path(out["dir"]) / "comparison.md").read_text())
-    report = write_report(out["dir"])
-    print(f"-> {out['dir']}/comparison.md, comparison.csv, {report.name}")
+    if is_main_launch():
+        print((Path(out["dir"]) / "comparison.md").read_text())
+        report = write_report(out["dir"])
+        print(f"-> {out['dir']}/comparison.md, comparison.csv, {report.name}")
     return 0
 
 
@@ -121,6 +127,8 @@ def cmd_eval(args) -> int:
             raise ValueError(f"{', '.join(used)} only go with --harness TASKS")
     out = evaluate_run(args.run_dir, extra=args.extra or [], overrides=args.overrides, harness=harness,
                        heldout=args.heldout)
+    if not is_main_launch():
+        return 0
     if out.get("base") and out.get("trained"):
         print_losses(out["base"], out["trained"])
     if harness:

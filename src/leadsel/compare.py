@@ -19,6 +19,7 @@ import io
 import sys
 from pathlib import Path
 
+from .dist import is_main_launch
 from .report.tables import markdown, pool_u0, run_row, selection_profile, summarise
 from .runner import run
 from .schema import RunConfig
@@ -40,6 +41,8 @@ def run_comparison(cfg: RunConfig) -> dict:
             if cfg.progress:
                 print(f"== {method}, seed {seed} -> {sub.output_dir}", file=sys.stderr, flush=True)
             run(sub)
+    if not is_main_launch():  # the main process writes the tables (every run ended at a barrier)
+        return {"dir": cfg.output_dir, "table": None, "runs": None}
     return write_tables(cfg)
 
 

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 from accelerate.utils import set_seed
 
-from . import tracking
+from . import dist, tracking
 from .rundir import run_dir_state, save_artifacts, summary, write_rows
 from .schema import RunConfig
 from .scoring.counter import PassCounter
@@ -43,11 +43,11 @@ from .train.trainer import Trainer, steps_for
 log = logging.getLogger(__name__)
 
 
-def _kill_hook():
+def _kill_hook(rank: int):
     """Fault injection for the resume tests: LEADSEL_KILL_AT_STEP=N sends SIGKILL to this process
-    right after optimizer step N of the rounds."""
+    right after optimizer step N of the rounds (only to rank LEADSEL_KILL_RANK when that is set)."""
     at = os.environ.get("LEADSEL_KILL_AT_STEP")
-    if not at:
+    if not at or os.environ.get("LEADSEL_KILL_RANK", str(rank)) != str(rank):
         return None
 
     def hook(step: int) -> None:
@@ -62,11 +62,12 @@ def run(cfg: RunConfig, resume: bool | None = None) -> dict:
     if not method_of(cfg).fixed_length and cfg.train.lr_scheduler in ("linear", "cosine"):
         raise ValueError(f"train.lr_scheduler={cfg.train.lr_scheduler} needs the number of optimizer steps in "
                          "advance, which LEAD's rounds decide as they go: use constant or step")
-    state = run_dir_state(cfg, resume)
+    # decided once, before anything is written: a late rank must not read a fresh run as a resume
+    state = dist.on_main(dist.process_state(cfg), lambda: run_dir_state(cfg, resume))
     if state == "complete":
         return summary(Path(cfg.output_dir), already_complete=True)
     s = Session.open(cfg, method=cfg.method, resume=state == "resume")
-    m = s.manifest
+    m, acc = s.manifest, s.accelerator
     tracking.start(s)
     with m.stage("offline"):
         scores = offline_scores(s, needs(cfg), cfg.lead.ifd_kind)
@@ -82,34 +83,38 @@ def run(cfg: RunConfig, resume: bool | None = None) -> dict:
         m.set("eval", {"base": before})
         tracking.log_eval(s, "eval_base", before, 0)
     planned = selector.planned_samples
-    total = None if planned is None else steps_for(planned, cfg.train, s.accelerator.num_processes)
-    trainer = Trainer(s.model, s.pool, cfg.train, s.accelerator, s.pad_id, s.precision, total_steps=total,
-                      on_step=_kill_hook())
+    total = None if planned is None else steps_for(planned, cfg.train, acc.num_processes)
+    trainer = Trainer(s.model, s.pool, cfg.train, acc, s.pad_id, s.precision, total_steps=total,
+                      on_step=_kill_hook(acc.process_index))
     scorer.attach(trainer)
     ckpt = Checkpointer(s.run_dir)
     rows: list[dict] = []
     start = 1
-    if state == "resume" and ckpt.latest() is not None:
-        last, sel_state, extra = ckpt.load(model=trainer.model, trainer=trainer, device=s.accelerator.device)
+    if state == "resume" and dist.on_main(acc, ckpt.latest) is not None:
+        last, sel_state, extra = ckpt.load(model=trainer.model, trainer=trainer, accelerator=acc)
         selector.load_state_dict(sel_state)
         rows, start = extra["rows"], last + 1
         if "passes" in extra:  # the counts as they stood after that round: what this attempt
             s.counter = PassCounter(extra["passes"])  # re-did (offline, the cut round) is not added twice
         m.update("rounds", resumed_from_round=last)
-    write_rows(s.run_dir, rows)
+    if acc.is_main_process:
+        write_rows(s.run_dir, rows)
     with m.stage("train"):
         r = start
         while True:
             t0 = time.perf_counter()
-            if (idx := selector.plan(r)) is None:
+            idx = selector.plan(r)
+            dist.check_same(acc, dist.digest(idx), f"round {r}: the selected samples")
+            if idx is None:
                 break
             rows.append(_round(r, idx, selector, trainer, s, plan_seconds=time.perf_counter() - t0))
             rows[-1]["checkpoint_seconds"] = None  # its own duration is not known when it is saved
             t0 = time.perf_counter()
             ckpt.save(r, model=trainer.model, trainer=trainer, selector_state=selector.state_dict(),
-                      extra={"rows": rows, "passes": s.counter.to_dict()}, device=s.accelerator.device)
+                      extra={"rows": rows, "passes": s.counter.to_dict()}, accelerator=acc)
             rows[-1]["checkpoint_seconds"] = round(time.perf_counter() - t0, 3)
-            write_rows(s.run_dir, rows)
+            if acc.is_main_process:
+                write_rows(s.run_dir, rows)
             m.set("passes", s.counter.to_dict())
             m.tick()
             if cfg.progress:
@@ -123,11 +128,14 @@ def run(cfg: RunConfig, resume: bool | None = None) -> dict:
         m.set("eval", {"base": before, "trained": after})
         tracking.log_eval(s, "eval", after, trainer.global_step)
     with m.stage("save"):
-        save_artifacts(s, scores, selector, trainer, before, after)
+        if acc.is_main_process:
+            save_artifacts(s, scores, selector, trainer, before, after)
     m.set("passes", s.counter.to_dict())
     m.complete()
-    ckpt.remove()
+    if acc.is_main_process:
+        ckpt.remove()
     tracking.finish(s)
+    dist.barrier(acc)  # the others read what the main process wrote
     return summary(s.run_dir)
 
 

@@ -414,6 +414,9 @@ class RunConfig(Checked):
     report_to: Literal["none", "tensorboard"] = "none"
     """none | tensorboard: also log per-step and per-round metrics through accelerate's trackers
     (to <output_dir>/logs; needs the tensorboard package)."""
+    ddp_timeout: int = 1800
+    """Under several processes: seconds a process waits for the others at a collective before the run
+    fails with torch's timeout error (torch.distributed's process-group timeout)."""
     data: DataConfig = field(default_factory=DataConfig)
     encoding: EncodingConfig = field(default_factory=EncodingConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -429,6 +432,7 @@ class RunConfig(Checked):
     RANGES: ClassVar[dict] = {
         "budget": (lambda v: v > 0, "> 0 (a fraction <= 1 or a count > 1)"),
         "rounds": (lambda v: v >= 1, ">= 1"),
+        "ddp_timeout": (lambda v: v >= 1, ">= 1"),
     }
 
 

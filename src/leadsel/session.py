@@ -15,6 +15,7 @@ import numpy as np
 from accelerate import Accelerator
 from accelerate.utils import set_seed
 
+from . import dist
 from .data.bundled import build_bundled_pool
 from .data.encode import EncodedPool, encode
 from .data.load import load_pool
@@ -73,17 +74,25 @@ class Session:
         """``resume``: keep the run directory's manifest (stage times and pass counts accumulate).
         ``record=False``: write no run.json (evaluating a finished run)."""
         run_dir = Path(cfg.output_dir)
-        run_dir.mkdir(parents=True, exist_ok=True)
+        accelerator = Accelerator(**dist.accelerator_kwargs(cfg),
+                                  **(accelerator_kwargs(cfg, run_dir) if record else {}))
+        dist.refuse_sharded(accelerator)
+        if accelerator.is_main_process:
+            run_dir.mkdir(parents=True, exist_ok=True)
         set_seed(cfg.seed)
-        manifest = RunManifest(run_dir, to_dict(cfg), cfg.seed, method, resume=resume, record=record)
-        s = cls(cfg=cfg, run_dir=run_dir, manifest=manifest,
-                accelerator=Accelerator(**(accelerator_kwargs(cfg, run_dir) if record else {})),
+        # only the main process writes run.json; the others keep their copy in memory
+        manifest = RunManifest(run_dir, to_dict(cfg), cfg.seed, method, resume=resume,
+                               record=record and accelerator.is_main_process)
+        s = cls(cfg=cfg, run_dir=run_dir, manifest=manifest, accelerator=accelerator,
                 counter=PassCounter())  # a resumed run takes its counts from its checkpoint
         s.cache = ScoreCache(cache_root(cfg.cache_dir), enabled=cfg.scoring.cache)
         with s.manifest.stage("model"):
-            s._load_model()
+            # a bundled model is converted into the cache once: by the main process, the others then read it
+            with accelerator.main_process_first():
+                s._load_model()
         with s.manifest.stage("data"):
-            s._load_data()
+            with accelerator.main_process_first():  # likewise the bundled pool
+                s._load_data()
         return s
 
     @property

@@ -19,6 +19,7 @@ import json
 from pathlib import Path
 
 from ..config import load_config
+from ..dist import launched_processes
 from ..model.load import model_fingerprint
 from ..session import Session
 from ..utils import atomic_write_json
@@ -73,6 +74,8 @@ def evaluate_run(run_dir: str | Path, extra: list[str] = (), overrides: list[str
     if not heldout and extra:
         raise ValueError("--extra adds a held-out set: it does not go with --no-heldout")
     prepared, harness_kwargs = None, dict(harness or {})
+    if harness and launched_processes() > 1:
+        raise ValueError("--harness evaluates in one process: run `leadsel eval --harness` without a launcher")
     if harness:
         if "tasks" not in harness_kwargs:
             raise ValueError("harness settings need 'tasks'")
@@ -101,7 +104,9 @@ def evaluate_run(run_dir: str | Path, extra: list[str] = (), overrides: list[str
         record["harness"] = old["harness"]
         if "harness" in (man.get("eval") or {}):
             entry["harness"] = man["eval"]["harness"]
-    atomic_write_json(eval_path, record)
     man["eval"] = entry
-    atomic_write_json(manifest_path, man)
+    if s.accelerator.is_main_process:
+        atomic_write_json(eval_path, record)
+        atomic_write_json(manifest_path, man)
+    s.accelerator.wait_for_everyone()
     return record

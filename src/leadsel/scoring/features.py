@@ -10,6 +10,7 @@ from collections.abc import Callable
 import numpy as np
 from torch import nn
 
+from .. import dist
 from ..data.encode import EncodedPool, collate
 from ..numeric import l2_normalise
 from ..session import Session
@@ -27,7 +28,7 @@ def gradient_features(model: nn.Module, pool: EncodedPool, indices, *, pad_id: i
                       store: GradientStore | None = None, progress: bool = True,
                       counter: PassCounter | None = None, stage: str = "grad",
                       on_shard: Callable[[int, int], None] | None = None,
-                      desc: str = "gradient features") -> np.ndarray:
+                      desc: str = "gradient features", processes=None) -> np.ndarray:
     """L2-normalised projected (Adam-preconditioned if ``optimizer``) per-sample gradients.
 
     Returns float32 ``(len(indices), projection.out_dim)``; row r belongs to ``pool`` sample
@@ -38,6 +39,10 @@ def gradient_features(model: nn.Module, pool: EncodedPool, indices, *, pad_id: i
     ``k`` (rows ``[k * shard, stop)``), after it is committed to the store. Each computed sample counts one forward and one
     backward sample-pass and its tokens in ``counter`` under ``stage``; rows found done in the
     store count as cached.
+
+    ``processes`` (the run's Accelerator): the shards are dealt to the processes in waves, one
+    each, and gathered after every wave, so every process returns the whole result; the main
+    process alone opens and writes ``store``.
     """
     if adam_variant not in ADAM_VARIANTS:
         raise ValueError(f"adam_variant {adam_variant!r} is not one of {', '.join(ADAM_VARIANTS)}")
@@ -58,13 +63,22 @@ def gradient_features(model: nn.Module, pool: EncodedPool, indices, *, pad_id: i
         state = optimizer if isinstance(optimizer, AdamState) else \
             AdamState.from_optimizer(optimizer, [p for _, p in taps.named], device=device)
     lengths = pool.lengths
-    done: set[int] = set()
-    if store is not None:
-        rows_fp = _fingerprint(pool.fingerprint(), indices)
+    rank, world = getattr(processes, "process_index", 0), getattr(processes, "num_processes", 1)
+
+    def open_store():  # on the main process, which alone reads and writes the store
+        if store is None:
+            return set(), {}
         done = store.open(n=n, dim=dim, seed=getattr(projection, "seed", None),
-                          adam_variant=adam_variant if state is not None else None, shard=shard, rows=rows_fp,
+                          adam_variant=adam_variant if state is not None else None, shard=shard,
+                          rows=_fingerprint(pool.fingerprint(), indices),
                           projection=projection.describe() if hasattr(projection, "describe") else None)
+        stored = store.array()
+        return done, {k: np.asarray(stored[k * shard:(k + 1) * shard]) for k in done}
+
+    done, stored = dist.on_main(processes, open_store)
     out = np.zeros((n, dim), dtype=np.float32)
+    for k, rows in stored.items():
+        out[k * shard:k * shard + len(rows)] = rows
     shards = [(k, s, min(s + shard, n)) for k, s in enumerate(range(0, n, shard))]
     todo = [t for t in shards if t[0] not in done]
     if counter is not None:
@@ -75,42 +89,49 @@ def gradient_features(model: nn.Module, pool: EncodedPool, indices, *, pad_id: i
             counter.add_backward(stage, len(skipped), tok, cached=True)
     from tqdm.auto import tqdm
 
-    bar = tqdm(total=int(sum(lengths[indices[s:e]].sum() for _, s, e in todo)), desc=desc, unit="tok",
-               unit_scale=True, disable=not progress, dynamic_ncols=True)
+    # under several processes the shards go in waves, one to each process, gathered after each wave
+    waves = [todo[w:w + world] for w in range(0, len(todo), world)]
+    bar = tqdm(total=int(sum(lengths[indices[s:e]].sum() for wave in waves if rank < len(wave)
+                             for _, s, e in [wave[rank]])), desc=desc, unit="tok", unit_scale=True,
+               disable=not progress or rank != 0, dynamic_ncols=True)
     computed = 0
     try:
         with eval_mode(model):
-            for k, s, e in todo:
-                rows = indices[s:e]
-                feats = np.zeros((e - s, dim), dtype=np.float32)
-                for pos in length_batches(lengths[rows], batch_tokens, max_batch_size):
-                    idx = rows[pos]
-                    batch = {kk: v.to(device) for kk, v in collate(pool, idx, pad_id).items()}
-                    G, _ = tapped_grads(model, taps, batch, precision)
-                    if state is not None:
-                        adam_precondition(G, state, adam_variant)
-                    Gh = G.cpu().numpy()
-                    del G
-                    feats[pos] = l2_normalise(np.asarray(projection.project(Gh), dtype=np.float32))
-                    del Gh
-                    tok = int(lengths[idx].sum())
-                    if counter is not None:
-                        counter.add(stage, len(idx), tok)
-                        counter.add_backward(stage, len(idx), tok)
-                    computed += len(idx)
-                    bar.update(tok)
-                    bar.set_postfix(samples=computed, refresh=False)
-                if store is not None:
-                    store.write(s, feats)
-                    store.commit_shard(k, e - s)
-                else:
+            for wave in waves:
+                mine = []
+                if rank < len(wave):
+                    k, s, e = wave[rank]
+                    rows = indices[s:e]
+                    feats = np.zeros((e - s, dim), dtype=np.float32)
+                    for pos in length_batches(lengths[rows], batch_tokens, max_batch_size):
+                        idx = rows[pos]
+                        batch = {kk: v.to(device) for kk, v in collate(pool, idx, pad_id).items()}
+                        G, _ = tapped_grads(model, taps, batch, precision)
+                        if state is not None:
+                            adam_precondition(G, state, adam_variant)
+                        Gh = G.cpu().numpy()
+                        del G
+                        feats[pos] = l2_normalise(np.asarray(projection.project(Gh), dtype=np.float32))
+                        del Gh
+                        computed += len(idx)
+                        bar.update(int(lengths[idx].sum()))
+                        bar.set_postfix(samples=computed, refresh=False)
+                    if store is not None:  # the values kept are the store's float16 ones, on every process
+                        feats = feats.astype(np.float16).astype(np.float32)
+                    mine = [(k, s, e, feats)]
+                for k, s, e, feats in sorted(sum(dist.gather(processes, mine), [])):
                     out[s:e] = feats
-                if on_shard is not None:
-                    on_shard(k, e)
+                    if counter is not None:
+                        tok = int(lengths[indices[s:e]].sum())
+                        counter.add(stage, e - s, tok)
+                        counter.add_backward(stage, e - s, tok)
+                    if store is not None and rank == 0:
+                        store.write(s, feats)
+                        store.commit_shard(k, e - s)
+                    if on_shard is not None:
+                        on_shard(k, e)
     finally:
         bar.close()
-    if store is not None:
-        return np.asarray(store.array(), dtype=np.float32)
     return out
 
 

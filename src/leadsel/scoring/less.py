@@ -31,6 +31,7 @@ import shutil
 
 import numpy as np
 
+from .. import dist
 from ..schema import to_dict
 from ..session import Session
 from .features import feature_settings, gradient_features, projection_for, task_similarity
@@ -65,7 +66,7 @@ def less_offline(s: Session) -> tuple[np.ndarray, dict]:
                     s.counter.add(stage, len(pool), int(pool.lengths.sum()), cached=True)
                     s.counter.add_backward(stage, len(pool), int(pool.lengths.sum()), cached=True)
 
-    hit = s.cache.load("less", key, s.pool.ids) if s.cache.enabled else None
+    hit = dist.on_main(s.accelerator, lambda: s.cache.load("less", key, s.pool.ids) if s.cache.enabled else None)
     if hit is not None:
         count(True, orders)
         return hit["score"], {**info, "cached": True, "lrs": hit["lrs"].tolist()}
@@ -79,15 +80,17 @@ def less_offline(s: Session) -> tuple[np.ndarray, dict]:
             lrs.append(float(np.mean(res.lrs)))
             store = GradientStore(partial / f"checkpoint{i}", f"{key}-{i}", scratch=True)
             feats = gradient_features(model, s.pool, np.arange(n), optimizer=trainer.optimizer, store=store,
+                                      processes=s.accelerator,
                                       shard=s.cfg.scoring.checkpoint_every, stage="less-grad",
                                       desc=f"LESS pool gradients, checkpoint {i}", **common)
             val = {v.name: gradient_features(model, v.encoded, np.arange(len(v.encoded)), stage="less-grad-val",
+                                             processes=s.accelerator,
                                              desc=f"LESS validation gradients {v.name}, checkpoint {i}", **common)
                    for v in vals}
             sims.append(task_similarity(feats, val))
             s.manifest.set("passes", s.counter.to_dict())
     score = checkpoint_sum(sims, lrs)
-    if s.accelerator.is_main_process:
+    if s.accelerator.is_main_process:  # the main process alone wrote the stores
         s.cache.save("less", key, s.pool.ids, score=score, lrs=np.asarray(lrs))
-    shutil.rmtree(partial, ignore_errors=True)
+        shutil.rmtree(partial, ignore_errors=True)
     return score, {**info, "cached": False, "lrs": lrs}

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .. import dist
 from ..session import Session
 from .embed import embed_texts
 from .less import less_offline
@@ -46,7 +47,7 @@ def offline_scores(s: Session, needs: set[str], ifd_kind: str = "loss_ratio") ->
         texts = [("\n".join(m["content"] for m in x.prompt_messages) if which != "response" else "")
                  + ("\n" + x.response if which != "prompt" else "") for x in kept]
         out["emb"] = embed_texts(texts, batch_size=s.cfg.scoring.embed_batch_size, progress=s.cfg.progress,
-                                 cache=s.cache, desc="embeddings")
+                                 cache=s.cache, desc="embeddings", processes=s.accelerator)
     return out
 
 
@@ -57,8 +58,9 @@ def warmup_losses(s: Session) -> tuple[np.ndarray, np.ndarray, dict]:
     key = warmup_key(s, "warmup-v1", subset)
     alone_pool = s.alone_pool()
     info = {"size": int(len(subset)), "seed": w.seed, "fingerprint": key, "epochs": w.train.epochs}
-    hits = [s.cache.load(kind, pass_fingerprint(key, pool, kind, s.precision), pool.ids) if s.cache.enabled
-            else None for kind, pool in (("warm-loss", s.pool), ("warm-loss-alone", alone_pool))]
+    hits = dist.on_main(s.accelerator, lambda: [
+        s.cache.load(kind, pass_fingerprint(key, pool, kind, s.precision), pool.ids) if s.cache.enabled else None
+        for kind, pool in (("warm-loss", s.pool), ("warm-loss-alone", alone_pool))])
     order = np.concatenate(orders)
     tokens = int(s.pool.lengths[order].sum())
     if all(h is not None for h in hits):

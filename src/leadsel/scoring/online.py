@@ -38,6 +38,10 @@ class ModelScorer:
         self.trainer = trainer
 
     @property
+    def num_processes(self) -> int:
+        return self.s.accelerator.num_processes
+
+    @property
     def model(self):
         if self.trainer is None:
             raise RuntimeError("the scorer has no model yet: attach the trainer first")
@@ -78,9 +82,9 @@ class ModelScorer:
         out = gradient_features(self.model, pool, np.asarray(indices, dtype=np.int64), projection=self.projection(),
                                 optimizer=self.trainer.optimizer if precondition else None, store=gstore,
                                 shard=self.s.cfg.scoring.checkpoint_every, stage=stage, desc=desc,
-                                **feature_settings(self.s))
-        if gstore is not None:  # the features came back as a float32 copy, off the memmap
-            shutil.rmtree(root)
+                                processes=self.s.accelerator, **feature_settings(self.s))
+        if gstore is not None and self.s.accelerator.is_main_process:  # the features are in memory now
+            shutil.rmtree(root, ignore_errors=True)
         self.s.manifest.set("passes", self.s.counter.to_dict())
         self.seconds += time.perf_counter() - t0
         return out

@@ -3,8 +3,10 @@
 Samples are sorted by length and packed into batches of at most ``batch_tokens`` padded tokens
 (``max_batch_size`` samples), so padding is small and long samples do not blow memory. Passes
 show a progress bar (rate, ETA), save partial results every ``checkpoint_every`` samples, and
-cache their result by a fingerprint of (model, encoded pool, kind). Batches are split across
-processes under ``accelerate launch`` and gathered.
+cache their result by a fingerprint of (model, encoded pool, kind). Under several processes the
+main process reads the cache and the partial results and tells the others; the batches left are
+dealt round-robin to the processes and the losses gathered in pool order; only the main process
+writes the cache.
 """
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .. import dist
 from ..data.encode import EncodedPool, collate
 from ..model.loss import per_sample_loss
 from ..model.precision import autocast
@@ -48,20 +51,24 @@ def loss_pass(model, pool: EncodedPool, *, accelerator, pad_id: int, precision: 
               ) -> tuple[np.ndarray, np.ndarray]:
     """(mean response-token loss float32[n], supervised tokens int64[n]) of every sample."""
     fp = pass_fingerprint(model_fp, pool, kind, precision) if model_fp else None
-    if cache is not None and fp:
-        hit = cache.load(kind, fp, pool.ids)
-        if hit is not None:
-            if counter is not None:
-                counter.add(kind, len(pool), int(pool.lengths.sum()), cached=True)
-            return hit["loss"], hit["tokens"]
-    n = len(pool)
-    losses = np.full(n, np.nan, dtype=np.float32)
-    counts = np.zeros(n, dtype=np.int64)
     partial = cache.partial_dir(kind, fp) if (cache is not None and fp) else None
-    done = _load_partial(partial, losses, counts)
+
+    def look_up():
+        hit = cache.load(kind, fp, pool.ids) if partial is not None else None
+        if hit is not None:
+            return hit["loss"], hit["tokens"], None
+        losses, counts = np.full(len(pool), np.nan, dtype=np.float32), np.zeros(len(pool), dtype=np.int64)
+        return losses, counts, _load_partial(partial, losses, counts)
+
+    losses, counts, done = dist.on_main(accelerator, look_up)
+    if done is None:  # a cache hit
+        if counter is not None:
+            counter.add(kind, len(pool), int(pool.lengths.sum()), cached=True)
+        return losses, counts
     batches = length_batches(pool.lengths, scoring.batch_tokens, scoring.max_batch_size)
     rank, world = accelerator.process_index, accelerator.num_processes
-    mine = [(b, idx) for b, idx in enumerate(batches) if b % world == rank and not done[idx].all()]
+    left = [(b, idx) for b, idx in enumerate(batches) if not done[idx].all()]
+    mine = left[rank::world]
     from tqdm.auto import tqdm
 
     # counted in tokens: batches run shortest first, so a count of samples would promise too early an end
@@ -82,8 +89,6 @@ def loss_pass(model, pool: EncodedPool, *, accelerator, pad_id: int, precision: 
             bar.update(int(lengths[idx].sum()))
             scored += len(idx)
             bar.set_postfix(samples=scored, refresh=False)
-            if counter is not None:
-                counter.add(kind, len(idx), int(lengths[idx].sum()))
             if partial is not None and since >= scoring.checkpoint_every:
                 _save_shard(partial, rank, b, buf_idx, buf_loss, buf_cnt)
                 buf_idx, buf_loss, buf_cnt, since = [], [], [], 0
@@ -92,6 +97,9 @@ def loss_pass(model, pool: EncodedPool, *, accelerator, pad_id: int, precision: 
         losses, counts = _merge_across(accelerator, losses, counts)
     if np.isnan(losses).any():  # pragma: no cover - would be a bug in batching
         raise RuntimeError(f"{desc}: {int(np.isnan(losses).sum())} samples were not scored")
+    if counter is not None and left:  # every process's batches, counted on each
+        scored_now = np.concatenate([idx for _, idx in left])
+        counter.add(kind, len(scored_now), int(lengths[scored_now].sum()))
     if cache is not None and fp and accelerator.is_main_process:
         cache.save(kind, fp, pool.ids, loss=losses, tokens=counts)
     return losses, counts

@@ -133,7 +133,9 @@ def build_targeted(cfg: RunConfig, view: PoolView, scorer=None) -> tuple[Targete
         raise ValueError(f"clusterucb trains the top budget ({budget}) of the samples it draws each epoch "
                          f"(targeted.draws x pool = {cfg.targeted.draws * n:g}): raise targeted.draws or lower budget")
     t = cfg.train
-    warm = cfg.targeted.warmup_steps * t.per_device_batch_size * t.gradient_accumulation_steps
+    # the warm-up's steps in global samples: every process trains its share of each step
+    warm = (cfg.targeted.warmup_steps * t.per_device_batch_size * t.gradient_accumulation_steps
+            * getattr(scorer, "num_processes", 1))
     sel = TargetedSelector(cfg.method, view, cfg.targeted, budget, t.epochs, cfg.seed, scorer, warm)
     return sel, {"budget": budget, "epochs": t.epochs, "warmup_samples": sel.warmup,
                  "targeted": dataclasses.asdict(cfg.targeted), "grads": dataclasses.asdict(cfg.grads)}

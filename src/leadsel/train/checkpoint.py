@@ -5,18 +5,22 @@ A checkpoint is a directory ``<run>/checkpoint/round-000007/`` holding
     trainable.pt   the trainable parameters only (the adapter, or the whole model when fully
                    fine-tuned), by name
     trainer.pt     optimizer and scheduler state, step counters
-    rng.pt         python, numpy-global, torch (CPU and the accelerator's device) generator states
+    rng.pt         python, numpy-global, torch (CPU and the accelerator's device) generator states,
+                   one set per process (each rank restores its own)
     state.npz / state.json   the selector's state (arrays in the npz, the rest as JSON), the
                    round log so far, and the pass counts
 
 It is written into a temporary directory, each file fsynced, then renamed into place; only then
 does ``latest.json`` (written atomically) point at it, and older checkpoints are removed. A kill at
-any moment leaves either the previous complete checkpoint or the new one.
+any moment leaves either the previous complete checkpoint or the new one. Under several processes
+only the main process writes (the weights, optimizer and selector are the same on every rank; the
+random states are gathered from all), and every rank loads onto its own device.
 """
 from __future__ import annotations
 
 import io
 import json
+import logging
 import os
 import random
 import shutil
@@ -25,7 +29,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .. import dist
 from ..utils import atomic_write_bytes, atomic_write_json
+
+log = logging.getLogger(__name__)
 
 
 def _split(obj, path: str, arrays: dict):
@@ -99,7 +106,10 @@ class Checkpointer:
             return None
         return int(json.loads(p.read_text())["round"])
 
-    def save(self, round_index: int, *, model, trainer, selector_state: dict, extra: dict, device) -> None:
+    def save(self, round_index: int, *, model, trainer, selector_state: dict, extra: dict, accelerator) -> None:
+        rngs = dist.gather(accelerator, rng_states(accelerator.device))
+        if not accelerator.is_main_process:
+            return
         name = f"round-{round_index:06d}"
         tmp = self.dir / f".tmp-{name}"
         shutil.rmtree(tmp, ignore_errors=True)
@@ -110,7 +120,7 @@ class Checkpointer:
         np.savez(buf, **arrays)
         files = {"trainable.pt": _torch_bytes(trainable_state(model)),
                  "trainer.pt": _torch_bytes(trainer.state_dict()),
-                 "rng.pt": _torch_bytes(rng_states(device)),
+                 "rng.pt": _torch_bytes({"ranks": rngs}),
                  "state.npz": buf.getvalue(),
                  "state.json": json.dumps(tree).encode()}
         for fname, data in files.items():
@@ -123,16 +133,23 @@ class Checkpointer:
             if old.name != name:
                 shutil.rmtree(old, ignore_errors=True)
 
-    def load(self, *, model, trainer, device) -> tuple[int, dict, dict]:
+    def load(self, *, model, trainer, accelerator) -> tuple[int, dict, dict]:
         """Restore model, trainer and RNGs; return (round, selector state, extra)."""
-        meta = json.loads((self.dir / "latest.json").read_text())
+        meta = dist.on_main(accelerator, lambda: json.loads((self.dir / "latest.json").read_text()))
         d = self.dir / meta["dir"]
-        load_trainable_state(model, torch.load(d / "trainable.pt", weights_only=True))
-        trainer.load_state_dict(torch.load(d / "trainer.pt", weights_only=False))
+        load_trainable_state(model, torch.load(d / "trainable.pt", weights_only=True, map_location="cpu"))
+        trainer.load_state_dict(torch.load(d / "trainer.pt", weights_only=False, map_location="cpu"))
         with np.load(d / "state.npz", allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files}
         tree = _join(json.loads((d / "state.json").read_text()), arrays)
-        set_rng_states(torch.load(d / "rng.pt", weights_only=False), device)
+        rngs = torch.load(d / "rng.pt", weights_only=False, map_location="cpu")
+        rngs = rngs["ranks"] if "ranks" in rngs else [rngs]  # one set per rank (older checkpoints: one)
+        rank = accelerator.process_index
+        if len(rngs) != accelerator.num_processes:
+            log.warning("the checkpoint was written by %d processes, this run has %d: rank %d takes rank %d's "
+                        "random state (a resumed run then does not repeat the uninterrupted one exactly)",
+                        len(rngs), accelerator.num_processes, rank, min(rank, len(rngs) - 1))
+        set_rng_states(rngs[min(rank, len(rngs) - 1)], accelerator.device)
         return int(meta["round"]), tree["selector"], tree["extra"]
 
     def remove(self) -> None:

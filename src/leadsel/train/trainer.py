@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from .. import dist
 from ..data.encode import EncodedPool, collate
 from ..model.loss import LossModule
 from ..model.precision import autocast
@@ -124,7 +125,7 @@ class Trainer:
         per_step = bs * cfg.gradient_accumulation_steps * world
         grad_sum = [torch.zeros_like(p, dtype=torch.float32) for p in self.params] if self.track else None
         sample_lrs = np.zeros(len(order), dtype=np.float64)
-        seen: list[tuple[int, float]] = []
+        seen: list[tuple[int, float]] = []  # (position in order, loss) of this process's samples
         steps: list[StepStat] = []
         self.module.train()
         from tqdm.auto import tqdm
@@ -133,24 +134,22 @@ class Trainer:
                    disable=desc is None or not acc.is_local_main_process)
         for s in range(0, len(order), per_step):
             chunk = order[s:s + per_step]
-            local = chunk[rank::world]
-            micro = [local[j:j + bs] for j in range(0, len(local), bs)]
+            at = np.arange(s, s + len(chunk))[rank::world]  # this process's share, as positions in order
+            micro = [at[j:j + bs] for j in range(0, len(at), bs)]
             weight = world / len(chunk)
             if not micro:  # this rank got nothing in a short last step: a zero-weight forward
-                micro, weight = [chunk[:1]], 0.0
+                micro, weight = [np.arange(s, s + 1)], 0.0
             lr = self.optimizer.param_groups[0]["lr"]
             sample_lrs[s:s + per_step] = lr
-            step_losses = []
             for m, mb in enumerate(micro):
-                batch = {k: v.to(acc.device) for k, v in collate(self.pool, mb, self.pad_id).items()}
+                batch = {k: v.to(acc.device) for k, v in collate(self.pool, order[mb], self.pad_id).items()}
                 sync = nullcontext() if m == len(micro) - 1 else acc.no_sync(self.module)
                 with sync:
                     with autocast(acc.device.type, self.precision):
                         losses, _ = self.module(**batch)
                     acc.backward(losses.sum() * weight)
                 if weight:
-                    step_losses += losses.detach().float().cpu().tolist()
-                    seen += list(zip(mb.tolist(), step_losses[-len(mb):]))
+                    seen += list(zip(mb.tolist(), losses.detach().float().cpu().tolist()))
             if self.track:
                 t0 = time.perf_counter()
                 for buf, p in zip(grad_sum, self.params):
@@ -172,20 +171,19 @@ class Trainer:
             self.optimizer.zero_grad(set_to_none=True)
             self.scheduler.step()
             self.global_step += 1
-            steps.append(StepStat(lr=lr, delta=delta, grad_norm=norm,
-                                  loss=float(np.mean(step_losses)) if step_losses else float("nan"),
+            steps.append(StepStat(lr=lr, delta=delta, grad_norm=norm, loss=float("nan"),  # set below
                                   n_samples=len(chunk)))
             bar.update(len(chunk))
             if self.on_step is not None:
                 self.on_step(self.global_step)
         bar.close()
-        seen = _gather_pairs(acc, seen)
         self.samples_seen += len(order)
-        by_index = {}
-        for i, loss in seen:
-            by_index.setdefault(i, []).append(loss)
-        # a sample listed twice in one call gets its losses in order of appearance
-        losses = np.asarray([by_index[i].pop(0) for i in order.tolist()], dtype=np.float32)
+        losses = np.full(len(order), np.nan, dtype=np.float32)
+        for part in dist.gather(acc, seen):
+            for pos, loss in part:
+                losses[pos] = loss
+        for k, st in enumerate(steps):  # the mean over the step's samples on every process, in training order
+            st.loss = float(np.mean(losses[k * per_step:(k + 1) * per_step].astype(np.float64)))
         t0 = time.perf_counter()
         flat = torch.cat([b.flatten() for b in grad_sum]).cpu().numpy() if (self.track and len(order)) else None
         self.stats_seconds += time.perf_counter() - t0
@@ -200,10 +198,3 @@ class Trainer:
         self.scheduler.load_state_dict(state["scheduler"])
         self.global_step, self.samples_seen = state["global_step"], state["samples_seen"]
 
-
-def _gather_pairs(acc, pairs):
-    if acc.num_processes == 1:
-        return pairs
-    from accelerate.utils import gather_object
-
-    return gather_object(pairs)
