@@ -132,3 +132,16 @@ def test_repeated_sample_gets_each_of_its_losses(pool):
     t = trainer(pool, per_device_batch_size=1, gradient_accumulation_steps=1)
     r = t.train([0, 0, 0])
     assert r.losses[0] > r.losses[1] > r.losses[2]  # trained on itself in between
+
+
+def test_gradient_checkpointing_trains_the_same(pool):
+    """Recomputing the activations in backward changes the memory, not the losses or the update."""
+    order = [3, 0, 5, 1, 7, 2, 6, 4]
+    a = trainer(pool, per_device_batch_size=2, gradient_accumulation_steps=2)
+    b = trainer(pool, per_device_batch_size=2, gradient_accumulation_steps=2, gradient_checkpointing=True)
+    on = [any(getattr(m, "gradient_checkpointing", False) for m in t.model.modules()) for t in (a, b)]
+    assert on == [False, True]
+    ra, rb = a.train(order), b.train(order)
+    np.testing.assert_allclose(ra.losses, rb.losses, atol=1e-6)
+    assert torch.allclose(weights(a), weights(b), atol=1e-6)
+    np.testing.assert_allclose([s.delta for s in ra.steps], [s.delta for s in rb.steps], rtol=1e-5)

@@ -47,6 +47,7 @@ def accelerator_kwargs(cfg) -> dict:
     import torch
     from accelerate.utils import InitProcessGroupKwargs, parse_flag_from_env
 
+    refuse_sharded()
     kwargs = {"kwargs_handlers": [InitProcessGroupKwargs(timeout=timedelta(seconds=cfg.ddp_timeout))]}
     if parse_flag_from_env("ACCELERATE_USE_CPU") or (launched_processes() > 1 and not torch.accelerator.is_available()):
         kwargs["cpu"] = True
@@ -61,18 +62,24 @@ def process_state(cfg):
     return PartialState(cpu=accelerator_kwargs(cfg).get("cpu", False), timeout=timedelta(seconds=cfg.ddp_timeout))
 
 
-def refuse_sharded(accelerator) -> None:
-    """FSDP and DeepSpeed are refused: they shard the trainable parameters, so the dot products
-    behind LEAD's ``delta`` and the summed gradient would be per-shard (a silently wrong reward),
-    and DeepSpeed steps the optimizer inside ``backward``."""
-    from accelerate.utils import DistributedType
+def refuse_sharded(accelerator=None) -> None:
+    """FSDP and DeepSpeed are refused, whether asked for by the launcher's environment
+    (``ACCELERATE_USE_FSDP`` / ``ACCELERATE_USE_DEEPSPEED``, which accelerate's config files set) or
+    found in ``accelerator``'s state: they shard the trainable parameters, so the dot products behind
+    LEAD's ``delta`` and the summed gradient would be per-shard (a silently wrong reward), and
+    DeepSpeed steps the optimizer inside ``backward``."""
+    from accelerate.utils import DistributedType, parse_flag_from_env
 
-    kind = accelerator.distributed_type
+    kind = getattr(accelerator, "distributed_type", None)
+    asked = [name for name, flag in (("FSDP", "ACCELERATE_USE_FSDP"), ("DeepSpeed", "ACCELERATE_USE_DEEPSPEED"))
+             if parse_flag_from_env(flag)]
     if kind in (DistributedType.FSDP, DistributedType.DEEPSPEED):
-        raise RuntimeError(f"{kind.value} is not supported: leadsel runs on {SUPPORTED}. LEAD reads the "
+        asked.append(kind.value)
+    if asked:
+        raise RuntimeError(f"{asked[0]} is not supported: leadsel runs on {SUPPORTED}. LEAD reads the "
                            "gradient and the update of every trainable parameter at each optimizer step, which "
                            "sharded training splits across processes; launch without the FSDP/DeepSpeed config "
-                           "(e.g. accelerate launch --num_processes N --multi_gpu)")
+                           "(e.g. accelerate launch --multi_gpu --num_processes N -m leadsel ...)")
 
 
 def _world(state) -> int:

@@ -181,6 +181,10 @@ class TrainConfig(Checked):
     """Gradient clipping by global norm; null disables it."""
     epochs: int = 1
     """Passes over the training subset."""
+    gradient_checkpointing: bool = False
+    """Recompute each decoder layer's activations in backward instead of keeping them (transformers'
+    non-reentrant gradient checkpointing): activation memory of one layer instead of all, for about one
+    more forward per step. The losses and the update are the same."""
 
     RANGES: ClassVar[dict] = {
         "learning_rate": (lambda v: v >= 0, ">= 0"),

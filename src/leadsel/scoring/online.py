@@ -85,6 +85,10 @@ class ModelScorer:
                                 processes=self.s.accelerator, **feature_settings(self.s))
         if gstore is not None and self.s.accelerator.is_main_process:  # the features are in memory now
             shutil.rmtree(root, ignore_errors=True)
+            try:
+                root.parent.rmdir()  # grad-store/ itself, once it holds no other pass
+            except OSError:
+                pass
         self.s.manifest.set("passes", self.s.counter.to_dict())
         self.seconds += time.perf_counter() - t0
         return out

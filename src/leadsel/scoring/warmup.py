@@ -32,9 +32,15 @@ def warmup_plan(s: Session) -> tuple[np.ndarray, list[np.ndarray]]:
 
 
 def warmup_key(s: Session, kind: str, subset: np.ndarray, *extra) -> str:
-    """Fingerprint of a result computed under the warm-up model (``kind`` names what)."""
-    return fingerprint(kind, s.base_fp, s.pool.fingerprint(), to_dict(s.cfg.warmup), s.cfg.model.finetuning,
-                       s.precision, subset, *extra)
+    """Fingerprint of a result computed under the warm-up model (``kind`` names what). The
+    accumulation enters as the global one (x processes), so a run with the same global batch in
+    another number of processes, which trains the same warm-up, shares the result; gradient
+    checkpointing does not enter."""
+    w = to_dict(s.cfg.warmup)
+    w["train"]["gradient_accumulation_steps"] *= s.accelerator.num_processes
+    del w["train"]["gradient_checkpointing"]  # memory only: the same warm-up either way
+    return fingerprint(kind, s.base_fp, s.pool.fingerprint(), w, s.cfg.model.finetuning, s.precision, subset,
+                       *extra)
 
 
 @contextmanager

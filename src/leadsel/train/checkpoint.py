@@ -18,7 +18,6 @@ random states are gathered from all), and every rank loads onto its own device.
 """
 from __future__ import annotations
 
-import io
 import json
 import logging
 import os
@@ -30,7 +29,7 @@ import numpy as np
 import torch
 
 from .. import dist
-from ..utils import atomic_write_bytes, atomic_write_json
+from ..utils import atomic_open, atomic_write_json
 
 log = logging.getLogger(__name__)
 
@@ -57,12 +56,6 @@ def _join(obj, arrays):
     if isinstance(obj, list):
         return [_join(v, arrays) for v in obj]
     return obj
-
-
-def _torch_bytes(obj) -> bytes:
-    buf = io.BytesIO()
-    torch.save(obj, buf)
-    return buf.getvalue()
 
 
 def rng_states(device) -> dict:
@@ -116,15 +109,15 @@ class Checkpointer:
         tmp.mkdir(parents=True)
         arrays: dict[str, np.ndarray] = {}
         tree = _split({"selector": selector_state, "extra": extra}, "", arrays)
-        buf = io.BytesIO()
-        np.savez(buf, **arrays)
-        files = {"trainable.pt": _torch_bytes(trainable_state(model)),
-                 "trainer.pt": _torch_bytes(trainer.state_dict()),
-                 "rng.pt": _torch_bytes({"ranks": rngs}),
-                 "state.npz": buf.getvalue(),
-                 "state.json": json.dumps(tree).encode()}
-        for fname, data in files.items():
-            atomic_write_bytes(tmp / fname, data)
+        # each file is serialised straight into its temporary file: no copy of it is built in memory
+        writers = {"trainable.pt": lambda f: torch.save(trainable_state(model), f),
+                   "trainer.pt": lambda f: torch.save(trainer.state_dict(), f),
+                   "rng.pt": lambda f: torch.save({"ranks": rngs}, f),
+                   "state.npz": lambda f: np.savez(f, **arrays),
+                   "state.json": lambda f: f.write(json.dumps(tree).encode())}
+        for fname, write in writers.items():
+            with atomic_open(tmp / fname) as f:
+                write(f)
         final = self.dir / name
         shutil.rmtree(final, ignore_errors=True)
         os.replace(tmp, final)

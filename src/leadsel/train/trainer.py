@@ -91,6 +91,7 @@ class Trainer:
         after every optimizer step."""
         self.cfg, self.pool, self.acc, self.pad_id, self.precision = cfg, pool, accelerator, pad_id, precision
         self.track, self.on_step = track, on_step
+        _set_checkpointing(model, cfg.gradient_checkpointing)
         params = [p for p in model.parameters() if p.requires_grad]
         if not params:
             raise ValueError("the model has no trainable parameter")
@@ -198,3 +199,19 @@ class Trainer:
         self.scheduler.load_state_dict(state["scheduler"])
         self.global_step, self.samples_seen = state["global_step"], state["samples_seen"]
 
+
+def _set_checkpointing(model: torch.nn.Module, on: bool) -> None:
+    """Activation (gradient) checkpointing of a transformers model on or off: the model is shared by
+    the warm-up's trainer and the run's, each with its own setting. transformers 5 names it
+    ``activation_checkpointing_*``, earlier versions ``gradient_checkpointing_*``."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    new = hasattr(base, "activation_checkpointing_enable")
+    enable = getattr(base, "activation_checkpointing_enable" if new else "gradient_checkpointing_enable", None)
+    if enable is None:
+        if on:
+            raise ValueError("train.gradient_checkpointing needs a transformers model")
+        return
+    if on:
+        enable(**{("activation_checkpointing_kwargs" if new else "gradient_checkpointing_kwargs"): {"use_reentrant": False}})
+    elif getattr(base, "is_activation_checkpointing" if new else "is_gradient_checkpointing", False):
+        getattr(base, "activation_checkpointing_disable" if new else "gradient_checkpointing_disable")()
