@@ -121,11 +121,6 @@ def gather(state, obj) -> list:
     return out
 
 
-def total(state, value: int) -> int:
-    """The sum over processes of an integer."""
-    return int(sum(gather(state, int(value))))
-
-
 def digest(*arrays) -> str:
     h = hashlib.sha256()
     for a in arrays:
