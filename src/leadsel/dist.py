@@ -62,19 +62,16 @@ def process_state(cfg):
     return PartialState(cpu=accelerator_kwargs(cfg).get("cpu", False), timeout=timedelta(seconds=cfg.ddp_timeout))
 
 
-def refuse_sharded(accelerator=None) -> None:
-    """FSDP and DeepSpeed are refused, whether asked for by the launcher's environment
-    (``ACCELERATE_USE_FSDP`` / ``ACCELERATE_USE_DEEPSPEED``, which accelerate's config files set) or
-    found in ``accelerator``'s state: they shard the trainable parameters, so the dot products behind
-    LEAD's ``delta`` and the summed gradient would be per-shard (a silently wrong reward), and
-    DeepSpeed steps the optimizer inside ``backward``."""
-    from accelerate.utils import DistributedType, parse_flag_from_env
+def refuse_sharded() -> None:
+    """FSDP and DeepSpeed are refused when the launcher's environment asks for them
+    (``ACCELERATE_USE_FSDP`` / ``ACCELERATE_USE_DEEPSPEED``, which accelerate's config files set; leadsel
+    passes accelerate no plugin of its own): they shard the trainable parameters, so the dot
+    products behind LEAD's ``delta`` and the summed gradient would be per-shard (a silently wrong
+    reward), and DeepSpeed steps the optimizer inside ``backward``."""
+    from accelerate.utils import parse_flag_from_env
 
-    kind = getattr(accelerator, "distributed_type", None)
     asked = [name for name, flag in (("FSDP", "ACCELERATE_USE_FSDP"), ("DeepSpeed", "ACCELERATE_USE_DEEPSPEED"))
              if parse_flag_from_env(flag)]
-    if kind in (DistributedType.FSDP, DistributedType.DEEPSPEED):
-        asked.append(kind.value)
     if asked:
         raise RuntimeError(f"{asked[0]} is not supported: leadsel runs on {SUPPORTED}. LEAD reads the "
                            "gradient and the update of every trainable parameter at each optimizer step, which "
@@ -82,8 +79,14 @@ def refuse_sharded(accelerator=None) -> None:
                            "(e.g. accelerate launch --multi_gpu --num_processes N -m leadsel ...)")
 
 
+def position(state) -> tuple[int, int]:
+    """(this process's index, the number of processes) of ``state`` (an Accelerator or
+    PartialState; None: one process)."""
+    return getattr(state, "process_index", 0), getattr(state, "num_processes", 1)
+
+
 def _world(state) -> int:
-    return getattr(state, "num_processes", 1)
+    return position(state)[1]
 
 
 def barrier(state) -> None:

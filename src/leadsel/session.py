@@ -76,7 +76,6 @@ class Session:
         run_dir = Path(cfg.output_dir)
         accelerator = Accelerator(**dist.accelerator_kwargs(cfg),
                                   **(accelerator_kwargs(cfg, run_dir) if record else {}))
-        dist.refuse_sharded(accelerator)
         if accelerator.is_main_process:
             run_dir.mkdir(parents=True, exist_ok=True)
         set_seed(cfg.seed)

@@ -25,7 +25,7 @@ def embed_texts(texts: list[str], *, batch_size: int = 64, progress: bool = True
     hit = dist.on_main(processes, lambda: cache.load("embed", fp, keys) if cache is not None else None)
     if hit is not None:
         return hit["emb"]
-    rank, world = getattr(processes, "process_index", 0), getattr(processes, "num_processes", 1)
+    rank, world = dist.position(processes)
     tok = AutoTokenizer.from_pretrained(path)
     model = AutoModel.from_pretrained(path).eval()
     if device is not None:

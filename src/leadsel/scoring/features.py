@@ -63,7 +63,7 @@ def gradient_features(model: nn.Module, pool: EncodedPool, indices, *, pad_id: i
         state = optimizer if isinstance(optimizer, AdamState) else \
             AdamState.from_optimizer(optimizer, [p for _, p in taps.named], device=device)
     lengths = pool.lengths
-    rank, world = getattr(processes, "process_index", 0), getattr(processes, "num_processes", 1)
+    rank, world = dist.position(processes)
 
     def open_store():  # on the main process, which alone reads and writes the store
         if store is None:

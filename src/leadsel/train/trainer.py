@@ -205,13 +205,12 @@ def _set_checkpointing(model: torch.nn.Module, on: bool) -> None:
     the warm-up's trainer and the run's, each with its own setting. transformers 5 names it
     ``activation_checkpointing_*``, earlier versions ``gradient_checkpointing_*``."""
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    new = hasattr(base, "activation_checkpointing_enable")
-    enable = getattr(base, "activation_checkpointing_enable" if new else "gradient_checkpointing_enable", None)
-    if enable is None:
+    kind = "activation" if hasattr(base, "activation_checkpointing_enable") else "gradient"
+    if not hasattr(base, f"{kind}_checkpointing_enable"):
         if on:
             raise ValueError("train.gradient_checkpointing needs a transformers model")
         return
     if on:
-        enable(**{("activation_checkpointing_kwargs" if new else "gradient_checkpointing_kwargs"): {"use_reentrant": False}})
-    elif getattr(base, "is_activation_checkpointing" if new else "is_gradient_checkpointing", False):
-        getattr(base, "activation_checkpointing_disable" if new else "gradient_checkpointing_disable")()
+        getattr(base, f"{kind}_checkpointing_enable")(**{f"{kind}_checkpointing_kwargs": {"use_reentrant": False}})
+    elif getattr(base, f"is_{kind}_checkpointing", False):
+        getattr(base, f"{kind}_checkpointing_disable")()
