@@ -72,3 +72,39 @@ def test_a_sample_without_supervised_token_is_an_error():
     ids, att, lab = batch_of([8, 6], [2, 6])  # second: labels only at... none (start == length)
     with pytest.raises(ValueError, match="no supervised token"):
         per_sample_loss(model, ids, att, lab)
+
+
+@pytest.mark.parametrize("exact", [False, True])
+def test_chunked_logits_give_the_same_losses_and_gradients(exact):
+    """model.logit_chunk: the logits are built at most `chunk` supervised positions at a time (the
+    head sees no larger input), and the losses and every gradient are those of the one-go loss."""
+    ids, att, lab = batch_of([12, 5, 9, 16], [4, 2, 8, 1])  # 8 + 3 + 1 + 15 = 27 supervised positions
+    results = []
+    for chunk in (None, 4):
+        model = make_llama().train()
+        seen = []
+        model.lm_head.register_forward_hook(lambda m, i, o: seen.append(i[0].shape[-2] if exact else i[0].shape[0]))
+        loss, counts = per_sample_loss(model, ids, att, lab, exact_logits=exact, chunk=chunk)
+        (loss * torch.tensor([1.0, 2.0, 3.0, 4.0])).sum().backward()
+        results.append((loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters()}))
+        if chunk is None or exact:  # the exact path's model builds its own logits, all at once
+            assert max(seen) >= 16
+        else:
+            # 27 positions in chunks of 4: 7 head forwards, then each recomputed once in backward
+            # (last chunk first)
+            assert seen == [4] * 6 + [3] + [3] + [4] * 6
+    (a, ga), (b, gb) = results
+    assert torch.allclose(a, b, atol=1e-6)
+    for n in ga:
+        assert torch.allclose(ga[n], gb[n], atol=1e-6), n
+
+
+def test_chunk_larger_than_the_positions_is_the_one_go_loss():
+    model = make_llama()
+    ids, att, lab = batch_of([10, 7], [3, 5], seed=5)
+    with torch.no_grad():
+        a, _ = per_sample_loss(model, ids, att, lab)
+        b, _ = per_sample_loss(model, ids, att, lab, chunk=1000)
+        c, _ = per_sample_loss(model, ids, att, lab, chunk=1)
+    assert torch.equal(a, b)
+    assert torch.allclose(a, c, atol=1e-6)

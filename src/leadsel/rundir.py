@@ -25,7 +25,8 @@ from .utils import atomic_open, atomic_write_bytes, atomic_write_json
 # settings that do not change what a run computes; a resumed run may differ in them
 NOT_COMPARED = ("output_dir", "progress", "report_to", "cache_dir", "model.cache_dir", "scoring.checkpoint_every",
                 "scoring.batch_tokens", "scoring.max_batch_size", "scoring.cache", "compare",
-                "ddp_timeout", "train.gradient_checkpointing", "warmup.train.gradient_checkpointing")
+                "ddp_timeout", "train.gradient_checkpointing", "warmup.train.gradient_checkpointing",
+                "model.logit_chunk")
 
 
 class RunDirError(ValueError):

@@ -148,8 +148,18 @@ class ModelConfig(Checked):
     """LoRA settings (finetuning: lora)."""
     precision: Literal["auto", "bf16", "fp32"] = "auto"
     """auto (bf16 autocast where the device supports it, else fp32) | bf16 | fp32."""
+    weights: Literal["auto", "bf16", "fp32"] = "auto"
+    """dtype of the frozen base weights: auto (bf16 on a GPU that computes bf16 natively, for LoRA;
+    fp32 on CPU and for full fine-tuning) | bf16 (needs bf16 precision and LoRA) | fp32. LoRA weights
+    and the optimizer state are fp32 whatever this is."""
+    logit_chunk: int = 1024
+    """Response positions whose vocabulary logits are built at once in the loss: its peak memory is
+    about logit_chunk x vocabulary x 12 bytes whatever the number of tokens (chunks are recomputed in
+    backward). The losses are the same up to float rounding."""
     cache_dir: Optional[str] = None
     """Where converted models are cached. None: $LEADSEL_CACHE or ~/.cache/leadsel."""
+
+    RANGES: ClassVar[dict] = {"logit_chunk": (lambda v: v >= 1, ">= 1")}
 
 
 @dataclass

@@ -23,7 +23,7 @@ from .data.overlap import check_heldout, check_validation, sample_key
 from .data.records import Sample
 from .manifest import RunManifest
 from .model.load import load_model, load_tokenizer, model_fingerprint, resolve_model
-from .model.precision import choose_precision
+from .model.precision import choose_precision, choose_weights
 from .schema import RunConfig, to_dict
 from .scoring.cache import ScoreCache
 from .scoring.counter import PassCounter
@@ -102,13 +102,16 @@ class Session:
         mc = self.cfg.model
         self.model_path = resolve_model(mc.name, mc.cache_dir or self.cfg.cache_dir)
         self.tokenizer = load_tokenizer(self.model_path, self.cfg.encoding.template)
-        self.model = load_model(self.model_path, mc.finetuning, mc.lora).to(self.accelerator.device)
-        self.precision, why = choose_precision(mc.precision, self.accelerator.device.type)
+        device = self.accelerator.device
+        self.precision, why = choose_precision(mc.precision, device.type)
+        weights, weights_why = choose_weights(mc.weights, device.type, mc.finetuning, self.precision)
+        self.model = load_model(self.model_path, mc.finetuning, mc.lora, weights).to(device)
         self.base_fp = model_fingerprint(self.model, self.model_path)
         trainable = sum(p.numel() for p in self.model.parameters() if p.requires_grad)
         total = sum(p.numel() for p in self.model.parameters())
         self.manifest.update("model", name=mc.name, path_fingerprint=self.base_fp, finetuning=mc.finetuning,
-                             precision=self.precision, precision_reason=why, device=str(self.accelerator.device),
+                             precision=self.precision, precision_reason=why, weights=weights,
+                             weights_reason=weights_why, device=str(device),
                              num_processes=self.accelerator.num_processes, trainable_parameters=trainable,
                              total_parameters=total)
 
@@ -197,7 +200,8 @@ class Session:
         """Per-sample losses of ``pool`` under ``model``; cached when ``model_fp`` identifies it."""
         out = loss_pass(model, pool, accelerator=self.accelerator, pad_id=self.pad_id, precision=self.precision,
                         scoring=self.cfg.scoring, cache=self.cache if model_fp else None, model_fp=model_fp,
-                        kind=kind, desc=desc, progress=self.cfg.progress, counter=self.counter)
+                        kind=kind, desc=desc, progress=self.cfg.progress, counter=self.counter,
+                        chunk=self.cfg.model.logit_chunk)
         self.manifest.set("passes", self.counter.to_dict())
         return out
 

@@ -104,21 +104,23 @@ def load_tokenizer(path: str, template: str | None = None):
     return tok
 
 
-def load_model(path: str, finetuning: str = "lora", lora=None):
-    """The causal LM in fp32 (master weights), with LoRA adapters when ``finetuning == 'lora'``."""
+def load_model(path: str, finetuning: str = "lora", lora=None, weights: str = "fp32"):
+    """The causal LM, its weights in ``weights`` (fp32 | bf16), with LoRA adapters when
+    ``finetuning == 'lora'`` (always fp32, as is whatever trains)."""
     import torch
     from transformers import AutoModelForCausalLM
 
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
-    model.config.use_cache = False
-    if finetuning == "lora":
-        model = add_lora(model, lora)
-    elif finetuning != "full":
+    if finetuning not in ("lora", "full"):
         raise ValueError(f"model.finetuning: {finetuning!r} is not one of lora, full")
-    return model
+    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[weights]
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+    model.config.use_cache = False
+    return add_lora(model, lora) if finetuning == "lora" else model
 
 
 def add_lora(model, lora):
+    """``model`` with LoRA adapters, fp32 whatever the base weights are (peft upcasts bf16 adapter
+    weights: ``autocast_adapter_dtype``, on by default, also for ``add_adapter``)."""
     from peft import get_peft_model
 
     return get_peft_model(model, lora_config(lora))
@@ -139,6 +141,9 @@ def model_fingerprint(model, name: str, hash_weights: bool = False) -> str:
     if p.is_dir():
         files = [(f.name, f.stat().st_size, int(f.stat().st_mtime)) for f in sorted(p.glob("*.safetensors"))]
     parts = [name, cfg, files]
+    dtypes = sorted({str(t.dtype) for t in base.parameters()} - {"torch.float32"})
+    if dtypes:  # weights stored in bf16 compute another function (fp32 keeps the keys it always had)
+        parts.append(dtypes)
     lora = [(n, t) for n, t in model.named_parameters() if "lora_" in n]
     if lora and any(float(t.detach().abs().max()) > 0 for n, t in lora if "lora_B" in n):
         parts += [n for n, _ in lora] + [t.detach().float().cpu().numpy() for _, t in lora]

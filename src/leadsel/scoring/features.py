@@ -28,7 +28,8 @@ def gradient_features(model: nn.Module, pool: EncodedPool, indices, *, pad_id: i
                       store: GradientStore | None = None, progress: bool = True,
                       counter: PassCounter | None = None, stage: str = "grad",
                       on_shard: Callable[[int, int], None] | None = None,
-                      desc: str = "gradient features", processes=None) -> np.ndarray:
+                      desc: str = "gradient features", processes=None, logit_chunk: int | None = None
+                      ) -> np.ndarray:
     """L2-normalised projected (Adam-preconditioned if ``optimizer``) per-sample gradients.
 
     Returns float32 ``(len(indices), projection.out_dim)``; row r belongs to ``pool`` sample
@@ -106,7 +107,7 @@ def gradient_features(model: nn.Module, pool: EncodedPool, indices, *, pad_id: i
                     for pos in length_batches(lengths[rows], batch_tokens, max_batch_size):
                         idx = rows[pos]
                         batch = {kk: v.to(device) for kk, v in collate(pool, idx, pad_id).items()}
-                        G, _ = tapped_grads(model, taps, batch, precision)
+                        G, _ = tapped_grads(model, taps, batch, precision, logit_chunk)
                         if state is not None:
                             adam_precondition(G, state, adam_variant)
                         Gh = G.cpu().numpy()
@@ -174,4 +175,4 @@ def feature_settings(s: Session) -> dict:
     """The keyword arguments of :func:`gradient_features` that a run's config fixes."""
     return dict(pad_id=s.pad_id, adam_variant=s.cfg.grads.adam_variant, max_batch_size=s.cfg.grads.batch_size,
                 batch_tokens=s.cfg.scoring.batch_tokens, precision=s.precision, progress=s.cfg.progress,
-                counter=s.counter)
+                counter=s.counter, logit_chunk=s.cfg.model.logit_chunk)

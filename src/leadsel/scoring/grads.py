@@ -159,14 +159,15 @@ def eval_mode(model: nn.Module):
             m.training = t
 
 
-def tapped_grads(model, taps: GradTaps, batch: dict, precision: str) -> tuple[torch.Tensor, torch.Tensor]:
+def tapped_grads(model, taps: GradTaps, batch: dict, precision: str, chunk: int | None = None
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
     device = next(model.parameters()).device
     n = batch["input_ids"].shape[0]
     G = torch.zeros((n, taps.total), dtype=torch.float32, device=device)
     params = [p for _, p in taps.named]
     with torch.inference_mode(False), torch.enable_grad(), taps.recording(G):
         with autocast(device.type, precision):
-            loss, _counts = per_sample_loss(model, **batch)
+            loss, _counts = per_sample_loss(model, **batch, chunk=chunk)
         torch.autograd.grad(loss.float().sum(), params, allow_unused=True)
     return G, loss.detach().float()
 

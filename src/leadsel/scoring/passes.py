@@ -47,9 +47,10 @@ def pass_fingerprint(model_fp: str, pool: EncodedPool, kind: str, precision: str
 
 def loss_pass(model, pool: EncodedPool, *, accelerator, pad_id: int, precision: str, scoring,
               cache: ScoreCache | None = None, model_fp: str | None = None, kind: str = "loss",
-              desc: str = "scoring loss", progress: bool = True, counter: PassCounter | None = None
-              ) -> tuple[np.ndarray, np.ndarray]:
-    """(mean response-token loss float32[n], supervised tokens int64[n]) of every sample."""
+              desc: str = "scoring loss", progress: bool = True, counter: PassCounter | None = None,
+              chunk: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(mean response-token loss float32[n], supervised tokens int64[n]) of every sample;
+    ``chunk``: the loss's logit chunk (``model.logit_chunk``)."""
     fp = pass_fingerprint(model_fp, pool, kind, precision) if model_fp else None
     partial = cache.partial_dir(kind, fp) if (cache is not None and fp) else None
 
@@ -81,7 +82,7 @@ def loss_pass(model, pool: EncodedPool, *, accelerator, pad_id: int, precision: 
         for b, idx in mine:
             batch = {k: v.to(accelerator.device) for k, v in collate(pool, idx, pad_id).items()}
             with autocast(accelerator.device.type, precision):
-                loss, cnt = per_sample_loss(model, **batch)
+                loss, cnt = per_sample_loss(model, **batch, chunk=chunk)
             loss, cnt = loss.float().cpu().numpy(), cnt.cpu().numpy()
             losses[idx], counts[idx] = loss, cnt
             buf_idx.append(idx), buf_loss.append(loss), buf_cnt.append(cnt)

@@ -51,7 +51,8 @@ def warmup_trainer(s: Session, n_samples: int):
     set_seed(w.seed)
     with temporary_adapter(s.model, w.lora, name="warmup") as model:
         trainer = Trainer(model, s.pool, w.train, s.accelerator, s.pad_id, s.precision,
-                          total_steps=steps_for(n_samples, w.train, s.accelerator.num_processes), track=False)
+                          total_steps=steps_for(n_samples, w.train, s.accelerator.num_processes), track=False,
+                          logit_chunk=s.cfg.model.logit_chunk)
         try:
             yield model, trainer
         finally:

@@ -86,9 +86,9 @@ def lr_lambda(cfg, total_steps: int | None):
 class Trainer:
     def __init__(self, model: torch.nn.Module, pool: EncodedPool, cfg, accelerator, pad_id: int,
                  precision: str = "fp32", total_steps: int | None = None, optimizer: str = "adamw",
-                 track: bool = True, on_step=None):
+                 track: bool = True, on_step=None, logit_chunk: int | None = None):
         """``track=False`` skips the statistics (delta, grad_sum); ``on_step(global_step)`` is called
-        after every optimizer step."""
+        after every optimizer step; ``logit_chunk``: the loss's (``model.logit_chunk``)."""
         self.cfg, self.pool, self.acc, self.pad_id, self.precision = cfg, pool, accelerator, pad_id, precision
         self.track, self.on_step = track, on_step
         _set_checkpointing(model, cfg.gradient_checkpointing)
@@ -102,7 +102,7 @@ class Trainer:
             opt = torch.optim.SGD(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
         else:
             raise ValueError(f"optimizer {optimizer!r} is not one of adamw, sgd")
-        self.module, self.optimizer = accelerator.prepare(LossModule(model), opt)
+        self.module, self.optimizer = accelerator.prepare(LossModule(model, logit_chunk), opt)
         # stepped by hand once per optimizer step: the schedule is in optimizer steps whatever
         # the number of processes
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda(cfg, total_steps))
