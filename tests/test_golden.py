@@ -24,6 +24,9 @@ METHODS = ("lead", "random")
 FIELDS = {"lead": ("round", "selected_ids", "mean_loss", "arm", "reward", "D"),
           "random": ("round", "selected_ids", "mean_loss")}
 FLOATS = ("mean_loss", "reward", "D")
+# rel 1e-5, and abs 1e-6: a reward is a difference of fp32 losses near 3.5, whose spacing there is
+# 2.4e-7 -- a machine with other matmul kernels (AVX-512) moves it by one such step
+ABS = 1e-6
 
 
 def trajectory(d, ckpt, run_dir, method: str) -> list[dict]:
@@ -42,7 +45,7 @@ def test_trajectory_matches_the_committed_one(setup, tmp_path, method):
     for g, w in zip(got, want):
         for key in FIELDS[method]:
             if key in FLOATS and w[key] is not None:
-                assert g[key] == pytest.approx(w[key], rel=1e-5, abs=1e-7), (method, g["round"], key)
+                assert g[key] == pytest.approx(w[key], rel=1e-5, abs=ABS), (method, g["round"], key)
             else:
                 assert g[key] == w[key], (method, g["round"], key)
 

@@ -2,6 +2,8 @@
 
 The first use on a machine converts the GGUF file once into a cached checkpoint (~35 s).
 """
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -103,3 +105,47 @@ def test_small_lead_run_on_the_real_model_and_pool(tmp_path):
     assert np.all(idu[used > 0] != np.float32(u0[used > 0]))
     before, after = out["before"], out["after"]
     assert set(before) == set(after) and "humaneval" in before and "mean" in before
+
+
+def test_sketched_cosines_of_real_lora_gradients_are_within_the_jl_tolerance(real):
+    """LEAD keeps its reference gradients as CountSketches (leadsel.select.sketch): on real LoRA
+    gradients of SmolLM2, the cosines read from sketches are within the stated tolerance of the
+    exact ones (standard deviation <= sqrt(2/d); checked: every error < 5 sqrt(2/d), their RMS
+    < 1.5 sqrt(2/d)), and the default d is far inside it."""
+    from itertools import combinations
+
+    from helpers import randomise_lora_b
+    from leadsel.data.encode import collate
+    from leadsel.model.load import add_lora
+    from leadsel.model.loss import per_sample_loss
+    from leadsel.schema import LoraSettings
+    from leadsel.select.idu import cosine
+    from leadsel.select.sketch import CountSketch
+
+    tok, base, pool = real
+    model = randomise_lora_b(add_lora(copy_of(base), LoraSettings(r=8)), scale=0.01)
+    params = [p for p in model.parameters() if p.requires_grad]
+    grads = []
+    for i in range(len(pool)):
+        model.zero_grad()
+        loss, _ = per_sample_loss(model, **collate(pool, [i], tok.pad_token_id))
+        loss.sum().backward()
+        grads.append(torch.cat([p.grad.flatten() for p in params]).numpy().astype(np.float64))
+    # rounds sum the gradients of several samples: singles and pairs
+    vectors = grads + [a + b for a, b in combinations(grads, 2)]
+    assert len(vectors[0]) > 2_000_000  # LoRA r 8 on every linear layer of the 30-layer model
+    exact = np.array([cosine(a, b) for a, b in combinations(vectors, 2)])
+    assert exact.std() > 0.1  # the pairs span a range of cosines
+    for d in (1024, 65536):
+        sk = CountSketch(d, seed=d)
+        sketches = [sk(v) for v in vectors]
+        err = np.array([cosine(a, b) for a, b in combinations(sketches, 2)]) - exact
+        sigma = math.sqrt(2 / d)
+        assert np.abs(err).max() < 5 * sigma, (d, np.abs(err).max())
+        assert math.sqrt(np.mean(err**2)) < 1.5 * sigma, (d, math.sqrt(np.mean(err**2)))
+
+
+def copy_of(model):
+    import copy
+
+    return copy.deepcopy(model)

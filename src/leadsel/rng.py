@@ -20,6 +20,7 @@ STREAMS = {
     "epoch-order": 2,        # static methods, IterIT, Dynamic, ClusterUCB (run seed): each epoch's training order
     "random-subset": 3,      # method random (run seed): its subset
     "targeted-warmup": 5,    # Dynamic, ClusterUCB (run seed): the warm-up round's random samples
+    "gradient-sketch": 6,    # LEAD (run seed): the hash seed of its reference-gradient sketch
     "cold-start": 1,         # ClusterUCB's epoch (its own seed, see clusterucb_core.run_clusterucb): the cold start
 }
 

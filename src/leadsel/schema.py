@@ -270,6 +270,11 @@ class LeadConfig(Checked):
     """b: IDU_t = (1 - b) * (L_t - eta * D) + b * IDU_(t-1). 0 reproduces the released code."""
     beta_reference: Literal["first", "latest"] = "first"
     """Which earlier visit of the chosen cluster the gradient mix uses: first (the paper) | latest."""
+    gradient_sketch: int = 65536
+    """Each cluster's reference gradient is kept as a seeded random projection (CountSketch) of this
+    many floats, in memory and in checkpoints, instead of one float per trainable parameter; its
+    cosines are within about sqrt(2 / gradient_sketch) of the exact ones (0.0055 by default).
+    0: keep the exact vectors. Gradients no longer than this are kept exact."""
     idu: bool = True
     """false: the no-IDU ablation (utility = the raw in-loop loss; b = 0, D = 0)."""
     stratify: bool = True
@@ -282,6 +287,7 @@ class LeadConfig(Checked):
         "rate": (lambda v: 0 < v <= 1, "in (0, 1]"),
         "temperature": (lambda v: v > 0, "> 0"),
         "max_uses": (lambda v: v >= 1, ">= 1"),
+        "gradient_sketch": (lambda v: v >= 0, ">= 0 (0: exact reference gradients)"),
         "smoothing": (lambda v: 0 <= v < 1, "in [0, 1)"),
     }
 

@@ -25,6 +25,7 @@ from ..schema import LeadConfig, RunConfig, count_of
 from .base import Method, PoolView, RoundStats, Selector, UsageTracker, id_ranks, ranked, restore_rng, rng_state
 from .clusters import cluster_pool
 from .idu import Correction, RewardScale, correction, cosine, updated_idu
+from .sketch import CountSketch
 
 
 class LeadSelector(Selector):
@@ -56,8 +57,10 @@ class LeadSelector(Selector):
         self.d_prev = math.nan                           # delta of the last round
         self.visited = np.zeros(self.n_arms, dtype=bool)
         self.ref_delta = np.full(self.n_arms, np.nan)    # delta of each cluster's reference visit
-        self.ref_grad: dict[int, np.ndarray] = {}        # its summed gradient
+        self.ref_grad: dict[int, np.ndarray] = {}        # its summed gradient, as kept (see _kept)
         self.cos_prev = np.full(self.n_arms, np.nan)     # cos(reference gradient, last round's gradient)
+        self.sketch = (CountSketch(cfg.gradient_sketch, int(stream(seed, "gradient-sketch").integers(2**63)))
+                       if cfg.gradient_sketch else None)
         self._pending: dict | None = None
 
     # -- planning ------------------------------------------------------------------------------
@@ -147,12 +150,22 @@ class LeadSelector(Selector):
         """Keep the reference visit of ``arm`` and each reference's cosine to this round's gradient."""
         if grad is None:
             raise ValueError("LEAD needs the round's summed gradient (trainer statistics are off)")
+        g = self._kept(grad)
         if self.cfg.beta_reference == "latest" or not self.visited[arm]:
             self.ref_delta[arm] = delta
-            self.ref_grad[arm] = np.array(grad, dtype=np.float32, copy=True)
-        g = np.asarray(grad, dtype=np.float64)
+            self.ref_grad[arm] = g
         for k, ref in self.ref_grad.items():
+            if len(ref) != len(g):
+                raise ValueError(f"cluster {k}'s reference gradient has {len(ref)} entries and this round's "
+                                 f"{len(g)}: the checkpoint was written with another lead.gradient_sketch")
             self.cos_prev[k] = cosine(ref, g)
+
+    def _kept(self, grad: np.ndarray) -> np.ndarray:
+        """What is kept of a gradient (float32): its sketch (``gradient_sketch`` floats), or the vector
+        itself when the reading is exact (``gradient_sketch`` 0) or the vector is no longer than a sketch."""
+        if self.sketch is None or len(grad) <= self.sketch.dim:
+            return np.array(grad, dtype=np.float32, copy=True).reshape(-1)
+        return self.sketch(grad)
 
     # -- state ---------------------------------------------------------------------------------
     def columns(self) -> dict[str, np.ndarray]:
@@ -175,7 +188,9 @@ class LeadSelector(Selector):
         self.visited = np.asarray(state["visited"], dtype=bool).copy()
         self.ref_delta = np.asarray(state["ref_delta"], dtype=np.float64).copy()
         self.cos_prev = np.asarray(state["cos_prev"], dtype=np.float64).copy()
-        self.ref_grad = {int(k): np.asarray(v, dtype=np.float32) for k, v in state["ref_grad"].items()}
+        # a vector longer than a sketch is an exact one (written before sketches, or with
+        # gradient_sketch 0): kept as its sketch from now on
+        self.ref_grad = {int(k): self._kept(np.asarray(v, dtype=np.float32)) for k, v in state["ref_grad"].items()}
 
 
 # ---------------------------------------------------------------------------------------------- registry
