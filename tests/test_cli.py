@@ -1,5 +1,6 @@
 """The CLI end to end on a tiny local checkpoint: a run's artifacts, clean errors, the skip policy."""
 import json
+import os
 import subprocess
 import sys
 
@@ -25,6 +26,19 @@ def test_help_lists_commands():
     assert out.returncode == 0
     for cmd in ("demo", "run", "compare", "eval", "score", "validate", "build-pool", "config"):
         assert cmd in out.stdout
+
+
+def test_cli_caps_onednn_kernel_cache_unless_set(monkeypatch):
+    # docs/performance.md: oneDNN's default cache of 1,024 kernels held ~0.4 GB on the demo
+    from leadsel.cli import ONEDNN_CACHE, main
+
+    name = ONEDNN_CACHE[0]
+    monkeypatch.delenv(name, raising=False)
+    assert main([]) == 2  # no command: the help, and the environment already set
+    assert os.environ[name] == "64"
+    monkeypatch.setenv(name, "512")
+    main([])
+    assert os.environ[name] == "512"
 
 
 def test_run_writes_the_artifacts(tmp_path, ckpt):

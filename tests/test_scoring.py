@@ -1,4 +1,6 @@
 """Scoring passes: length buckets, equality with direct losses, the cache, resume of a killed pass."""
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -34,6 +36,29 @@ def test_length_batches_pack_by_padded_tokens():
     assert [b.tolist() for b in batches] == [[5, 1, 3], [0], [4], [2]]
     assert sorted(np.concatenate(batches).tolist()) == list(range(6))
     assert [b.tolist() for b in length_batches(lengths, 100, 2)] == [[5, 1], [3, 0], [4, 2]]
+
+
+def test_pass_runs_its_batches_longest_first(monkeypatch):
+    # the peak comes with the first batch (an out-of-memory error at once, not at the end), and
+    # each later batch fits in memory already freed
+    import leadsel.scoring.passes as passes
+    from leadsel import utils
+
+    pool, pad = make_pool()
+    widths, trims, real = [], [], passes.per_sample_loss
+
+    def recording(model, input_ids, attention_mask, labels, **kw):
+        widths.append(input_ids.shape[1])
+        return real(model, input_ids, attention_mask, labels, **kw)
+
+    monkeypatch.setattr(passes, "per_sample_loss", recording)
+    monkeypatch.setattr(passes, "trim_heap", lambda: trims.append(1))
+    run(make_llama(), pool, pad)
+    assert len(widths) > 3 and widths == sorted(widths, reverse=True) and widths[0] > widths[-1]
+    assert len(trims) == len(widths)  # the freed heap given back after every batch
+    utils.trim_heap()
+    if sys.platform.startswith("linux"):
+        assert utils._trim  # glibc's malloc_trim was found
 
 
 class Acc:  # the accelerator surface a pass uses, single process

@@ -303,7 +303,15 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+# oneDNN (PyTorch's CPU kernels) keeps up to 1,024 compiled kernels with their buffers, one per
+# shape seen; batches of changing length fill it with ~0.4 GB on the bundled model. 64 is enough
+# to reuse the kernels of a training step (docs/performance.md). Read when torch first runs a CPU
+# kernel, so set before that; a value in the environment is kept.
+ONEDNN_CACHE = ("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "64")
+
+
 def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault(*ONEDNN_CACHE)
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,

@@ -58,6 +58,11 @@ held once). The (b, P) matrix is then copied to the host (the projection is nump
 block by block; at most one batch of full per-sample gradients exists at a time. For a 7B
 model with an r=128 LoRA on q/k/v/o (P ~ 134M) that is ~0.54 GB per sample in the batch, so keep
 ``max_batch_size`` small there.
+
+No gradient checkpointing here (``train.gradient_checkpointing`` leaves these passes alone): the
+forward hooks must hold every adapted layer's input until its output's gradient arrives, which is
+the activation memory checkpointing would free, and a recomputed forward would fire the hooks a
+second time. The vocabulary logits are chunked as everywhere (``model.logit_chunk``).
 """
 from __future__ import annotations
 

@@ -19,7 +19,7 @@ from .. import dist
 from ..data.encode import EncodedPool, collate
 from ..model.loss import per_sample_loss
 from ..model.precision import autocast
-from ..utils import atomic_save_npz, fingerprint
+from ..utils import atomic_save_npz, fingerprint, trim_heap
 from .cache import ScoreCache
 from .counter import PassCounter
 
@@ -69,10 +69,10 @@ def loss_pass(model, pool: EncodedPool, *, accelerator, pad_id: int, precision: 
     batches = length_batches(pool.lengths, scoring.batch_tokens, scoring.max_batch_size)
     rank, world = accelerator.process_index, accelerator.num_processes
     left = [(b, idx) for b, idx in enumerate(batches) if not done[idx].all()]
-    mine = left[rank::world]
+    mine = left[rank::world][::-1]  # longest first: the peak comes at once, later batches fit in its memory
     from tqdm.auto import tqdm
 
-    # counted in tokens: batches run shortest first, so a count of samples would promise too early an end
+    # counted in tokens: batches run longest first, so a count of samples would promise too late an end
     lengths = pool.lengths
     bar = tqdm(total=int(sum(lengths[idx].sum() for _, idx in mine)), desc=desc, unit="tok", unit_scale=True,
                disable=not progress or not accelerator.is_local_main_process, dynamic_ncols=True)
@@ -90,6 +90,7 @@ def loss_pass(model, pool: EncodedPool, *, accelerator, pad_id: int, precision: 
             bar.update(int(lengths[idx].sum()))
             scored += len(idx)
             bar.set_postfix(samples=scored, refresh=False)
+            trim_heap()
             if partial is not None and since >= scoring.checkpoint_every:
                 _save_shard(partial, rank, b, buf_idx, buf_loss, buf_cnt)
                 buf_idx, buf_loss, buf_cnt, since = [], [], [], 0

@@ -29,6 +29,7 @@ from .. import dist
 from ..data.encode import EncodedPool, collate
 from ..model.loss import LossModule
 from ..model.precision import autocast
+from ..utils import trim_heap
 
 
 @dataclass
@@ -163,6 +164,7 @@ class Trainer:
                 acc.clip_grad_norm_(self.params, cfg.max_grad_norm)
                 coef = min(1.0, cfg.max_grad_norm / (norm + 1e-6))  # torch's clip coefficient
             self.optimizer.step()
+            trim_heap()
             delta = float("nan")
             if self.track and lr > 0:
                 t0 = time.perf_counter()
