@@ -220,6 +220,27 @@ def test_score_and_eval_under_two_processes(inputs, lead_pair, tmp_path):
     assert p.returncode != 0 and "leadsel eval: error: --harness evaluates in one process" in p.stderr
 
 
+def test_compare_under_two_processes_equals_one(inputs, tmp_path):
+    # the methods not covered above (ClusterUCB; an ablation of LEAD), through `leadsel compare`
+    import csv
+
+    d, ckpt, vals = inputs
+    tables = []
+    for n in (1, 2):
+        args = settings(d, ckpt, vals, tmp_path / f"cmp{n}", tmp_path / f"cache{n}", n, budget=0.25,
+                        train__epochs=2, targeted__warmup_steps=2, targeted__k=3, targeted__draws=0.5,
+                        **{"compare.methods": "[clusterucb,lead-no-bandit]",
+                                                                       "compare.seeds": "[0]"})
+        out = leadsel(["compare", str(d / "empty.yaml"), *args], n)
+        assert "comparison.md" in out.stdout
+        with open(tmp_path / f"cmp{n}" / "comparison.csv", newline="") as f:
+            tables.append([{k: v for k, v in row.items() if "second" not in k} for row in csv.DictReader(f)])
+    assert tables[0] == tables[1] and [r["method"] for r in tables[0]] == ["clusterucb", "lead-no-bandit"]
+    for one in sorted((tmp_path / "cmp1").iterdir()):
+        if one.is_dir():
+            assert_same_run(one, tmp_path / "cmp2" / one.name)
+
+
 def test_sharded_training_is_refused(inputs, tmp_path):
     d, ckpt, vals = inputs
     args = ["run", str(d / "empty.yaml"), *settings(d, ckpt, vals, tmp_path / "run", tmp_path / "cache", 2)]
