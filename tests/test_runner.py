@@ -344,3 +344,32 @@ def test_compare_runs_methods_by_seeds_and_tabulates_them(setup, tmp_path):
     again = run_comparison(load_config(None, args))
     assert {k: (out / f"{m}-seed{s}" / "run.json").stat().st_mtime_ns for k, (m, s) in enumerate(runs)} == stamp
     assert again["table"] == res["table"]
+
+
+def test_the_adapter_starts_alike_whether_the_model_was_converted_or_cached(setup, tmp_path, monkeypatch):
+    # converting the bundled model builds a model from its config, which draws from torch's
+    # generator; the LoRA adapter created after it must not see those draws (a cold cache and a
+    # warm one trained differently from round 1 on the demo before the seed was set at the load)
+    import torch
+
+    from leadsel import session
+    from leadsel.session import Session
+
+    d, ckpt = setup
+
+    def adapter(run_dir):
+        s = Session.open(config(d, ckpt, run_dir, method="lead"), method="lead")
+        return {n: p.detach().clone() for n, p in s.model.named_parameters() if "lora_A" in n}
+
+    cached = adapter(tmp_path / "cached")
+    real = session.resolve_model
+
+    def converting(*args, **kwargs):
+        torch.rand(1000)  # what a conversion's random initialisation does to the generator
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(session, "resolve_model", converting)
+    converted = adapter(tmp_path / "converted")
+    assert cached.keys() == converted.keys() and len(cached) > 0
+    for n in cached:
+        assert torch.equal(cached[n], converted[n]), n

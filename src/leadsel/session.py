@@ -105,6 +105,9 @@ class Session:
         device = self.accelerator.device
         self.precision, why = choose_precision(mc.precision, device.type)
         weights, weights_why = choose_weights(mc.weights, device.type, mc.finetuning, self.precision)
+        # the adapter's initial weights: the same whether the bundled model was converted just now
+        # (which draws from torch's generator) or read from the cache, on every process
+        set_seed(self.cfg.seed)
         self.model = load_model(self.model_path, mc.finetuning, mc.lora, weights).to(device)
         self.base_fp = model_fingerprint(self.model, self.model_path)
         trainable = sum(p.numel() for p in self.model.parameters() if p.requires_grad)

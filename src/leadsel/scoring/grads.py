@@ -59,10 +59,13 @@ block by block; at most one batch of full per-sample gradients exists at a time.
 model with an r=128 LoRA on q/k/v/o (P ~ 134M) that is ~0.54 GB per sample in the batch, so keep
 ``max_batch_size`` small there.
 
-No gradient checkpointing here (``train.gradient_checkpointing`` leaves these passes alone): the
-forward hooks must hold every adapted layer's input until its output's gradient arrives, which is
-the activation memory checkpointing would free, and a recomputed forward would fire the hooks a
-second time. The vocabulary logits are chunked as everywhere (``model.logit_chunk``).
+No activation checkpointing here (``train.gradient_checkpointing`` leaves these passes alone):
+transformers checkpoints only in training mode and these passes run in eval mode (dropout off,
+which the exactness argument above needs), and a recomputed forward would fire the hooks a second
+time. So a batch holds the activations of a training step without checkpointing
+(benchmarks/memory.py: about 124 bytes per token x hidden x layer in bf16, against ~13 that the
+hooks themselves hold), the largest stage of a run; keep ``grads.batch_size`` at 1 for 8B models.
+The vocabulary logits are chunked as everywhere (``model.logit_chunk``).
 """
 from __future__ import annotations
 
