@@ -11,6 +11,7 @@ fp32, batch 1. One fresh process per (point, stage) runs the stage once through 
     training      Trainer.train on one sample: forward, backward, AdamW step, LEAD's statistics
     training_gc   the same with train.gradient_checkpointing
     features      tapped_grads: one sample's exact per-sample gradient (LESS, Dynamic, ClusterUCB)
+    features_gc   the same with activation checkpointing (train.gradient_checkpointing)
     checkpoint    Checkpointer.save after one training step (adapter, AdamW state, a LEAD state)
 
 and reports the peak above the memory held before it (the model and its batch): on CPU the peak
@@ -53,12 +54,13 @@ POINTS = {
     "H512": {"hidden": 512}, "L8": {"layers": 8},
     "P21M": {"hidden": 512, "layers": 8, "r": 256},  # a trainable size whose optimizer state shows
 }
-STAGES = ("scoring", "training", "training_gc", "features", "checkpoint")
+STAGES = ("scoring", "training", "training_gc", "features", "features_gc", "checkpoint")
 TERMS = {  # the formula's terms each stage is fitted with
     "scoring": ("TH", "CV", "one"),
     "training": ("THL", "CV", "P", "one"),
     "training_gc": ("THL", "TH", "CV", "P", "one"),
     "features": ("THL", "CV", "P", "one"),
+    "features_gc": ("THL", "TH", "CV", "P", "one"),
     "checkpoint": ("P", "one"),
 }
 LLAMA_8B = {"hidden": 4096, "layers": 32, "vocab": 128256, "tokens": 3080, "supervised": 3080, "r": 64,
@@ -179,7 +181,7 @@ def run_stage(model, batch, d: dict, stage: str, accelerator) -> dict:
 
     from leadsel.model.loss import per_sample_loss
     from leadsel.model.precision import autocast
-    from leadsel.scoring.grads import GradTaps, eval_mode, tapped_grads
+    from leadsel.scoring.grads import GradTaps, checkpointed, eval_mode, tapped_grads
     from leadsel.train.checkpoint import Checkpointer
 
     device = accelerator.device
@@ -195,9 +197,9 @@ def run_stage(model, batch, d: dict, stage: str, accelerator) -> dict:
         peak.start()
         trainer_for(model, batch, accelerator, stage == "training_gc", d["chunk"]).train([0])
         used = peak.stop()
-    elif stage == "features":
+    elif stage in ("features", "features_gc"):
         taps = GradTaps(model)
-        with eval_mode(model):
+        with eval_mode(model), checkpointed(model, stage == "features_gc"):
             peak.start()
             tapped_grads(model, taps, batch, "bf16", chunk=d["chunk"])
             used = peak.stop()

@@ -31,7 +31,7 @@ def test_gpu_check_smoke_runs_every_step_and_the_resume_matches(tmp_path):
         assert t["scoring_tokens_per_s"] > 0 and t["training_tokens_per_s"] > 0
         assert 0 < t["scoring_mfu"] and 0 < t["training_mfu"]
     mem = report["memory_8b"]
-    assert set(mem) == {"scoring", "training", "training_gc", "features", "checkpoint"}
+    assert set(mem) == {"scoring", "training", "training_gc", "features", "features_gc", "checkpoint"}
     # in one CPU process the readings are peaks of the resident set: positive, and training holds
     # more than scoring (its activations and AdamW state)
     assert mem["training"]["measured_gb"] > mem["scoring"]["measured_gb"] >= 0

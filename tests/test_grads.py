@@ -271,3 +271,33 @@ def test_scratch_store_starts_afresh_on_another_request(tmp_path):
     assert GradientStore(tmp_path / "s", "weights-2", scratch=True).open(shard=4, **kw) == set()  # other weights
     with pytest.raises(ValueError, match="another request"):  # a store that is not scratch refuses
         GradientStore(tmp_path / "s", "weights-3").open(shard=4, **kw)
+
+
+def test_checkpointed_features_equal_the_plain_ones_and_leave_the_model_as_it_was(pool):
+    # activation checkpointing in the feature pass (train.gradient_checkpointing): each decoder
+    # layer is recomputed in backward, the hooks tap the first forward only, dropout stays off
+    from leadsel.model.load import set_checkpointing
+    from leadsel.scoring.grads import GradTaps, checkpointed, eval_mode, tapped_grads
+
+    model = lora_model(dropout=0.3)
+    batch = collate(pool, range(len(pool)), PAD)
+    taps = GradTaps(model)
+    layers = [m for m in model.modules() if type(m).__name__ == "LlamaDecoderLayer"]
+    assert len(layers) == 2
+    with eval_mode(model):
+        plain, _ = tapped_grads(model, taps, batch, "fp32")
+        calls = []
+        for layer in layers:  # count each layer's MLP forwards: twice each when the layer is recomputed
+            layer.mlp.register_forward_pre_hook(lambda m, a: calls.append(1))
+        with checkpointed(model, True):
+            assert all(m.training for m in layers) and not any(m.training for m in layers[0].self_attn.modules())
+            ckpt, _ = tapped_grads(model, taps, batch, "fp32")
+        assert len(calls) == 2 * len(layers)
+        assert not any(m.training for m in model.modules())  # the flags are back
+    assert rel_err(ckpt, plain) < 1e-6 and plain.abs().max() > 0
+    assert set_checkpointing(model, False) is False  # checkpointing was off before, and is off again
+    # on a model whose trainer had it on, it stays on
+    set_checkpointing(model, True)
+    with eval_mode(model), checkpointed(model, True):
+        again, _ = tapped_grads(model, taps, batch, "fp32")
+    assert set_checkpointing(model, True) is True and rel_err(again, plain) < 1e-6

@@ -194,7 +194,8 @@ class TrainConfig(Checked):
     gradient_checkpointing: bool = False
     """Recompute each decoder layer's activations in backward instead of keeping them (transformers'
     non-reentrant gradient checkpointing): activation memory of one layer instead of all, for about one
-    more forward per step. The losses and the update are the same."""
+    more forward per step. The losses and the update are the same. train.gradient_checkpointing also
+    checkpoints the gradient-feature passes (less, dynamic, clusterucb)."""
 
     RANGES: ClassVar[dict] = {
         "learning_rate": (lambda v: v >= 0, ">= 0"),

@@ -118,6 +118,25 @@ def load_model(path: str, finetuning: str = "lora", lora=None, weights: str = "f
     return add_lora(model, lora) if finetuning == "lora" else model
 
 
+def set_checkpointing(model, on: bool) -> bool:
+    """Activation (gradient) checkpointing of a transformers model on or off; returns whether it was
+    on. The model is shared by the warm-up's trainer, the run's and the gradient-feature passes, each
+    with its own setting. transformers 5 names it ``activation_checkpointing_*``, earlier versions
+    ``gradient_checkpointing_*``; layers are recomputed with ``use_reentrant=False``."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    kind = "activation" if hasattr(base, "activation_checkpointing_enable") else "gradient"
+    if not hasattr(base, f"{kind}_checkpointing_enable"):
+        if on:
+            raise ValueError("train.gradient_checkpointing needs a transformers model")
+        return False
+    was = bool(getattr(base, f"is_{kind}_checkpointing", False))
+    if on and not was:
+        getattr(base, f"{kind}_checkpointing_enable")(**{f"{kind}_checkpointing_kwargs": {"use_reentrant": False}})
+    elif was and not on:
+        getattr(base, f"{kind}_checkpointing_disable")()
+    return was
+
+
 def add_lora(model, lora):
     """``model`` with LoRA adapters, fp32 whatever the base weights are (peft upcasts bf16 adapter
     weights: ``autocast_adapter_dtype``, on by default, also for ``add_adapter``)."""

@@ -17,7 +17,7 @@ from ..session import Session
 from ..utils import fingerprint as _fingerprint
 from .counter import PassCounter
 from .grad_store import GradientStore
-from .grads import ADAM_VARIANTS, AdamState, GradTaps, adam_precondition, eval_mode, tapped_grads
+from .grads import ADAM_VARIANTS, AdamState, GradTaps, adam_precondition, checkpointed, eval_mode, tapped_grads
 from .passes import length_batches
 from .projection import make_projection
 
@@ -28,8 +28,8 @@ def gradient_features(model: nn.Module, pool: EncodedPool, indices, *, pad_id: i
                       store: GradientStore | None = None, progress: bool = True,
                       counter: PassCounter | None = None, stage: str = "grad",
                       on_shard: Callable[[int, int], None] | None = None,
-                      desc: str = "gradient features", processes=None, logit_chunk: int | None = None
-                      ) -> np.ndarray:
+                      desc: str = "gradient features", processes=None, logit_chunk: int | None = None,
+                      checkpointing: bool = False) -> np.ndarray:
     """L2-normalised projected (Adam-preconditioned if ``optimizer``) per-sample gradients.
 
     Returns float32 ``(len(indices), projection.out_dim)``; row r belongs to ``pool`` sample
@@ -97,7 +97,7 @@ def gradient_features(model: nn.Module, pool: EncodedPool, indices, *, pad_id: i
                disable=not progress or rank != 0, dynamic_ncols=True)
     computed = 0
     try:
-        with eval_mode(model):
+        with eval_mode(model), checkpointed(model, checkpointing):
             for wave in waves:
                 mine = []
                 if rank < len(wave):
@@ -175,4 +175,5 @@ def feature_settings(s: Session) -> dict:
     """The keyword arguments of :func:`gradient_features` that a run's config fixes."""
     return dict(pad_id=s.pad_id, adam_variant=s.cfg.grads.adam_variant, max_batch_size=s.cfg.grads.batch_size,
                 batch_tokens=s.cfg.scoring.batch_tokens, precision=s.precision, progress=s.cfg.progress,
-                counter=s.counter, logit_chunk=s.cfg.model.logit_chunk)
+                counter=s.counter, logit_chunk=s.cfg.model.logit_chunk,
+                checkpointing=s.cfg.train.gradient_checkpointing)

@@ -46,7 +46,7 @@ magnitude) is refused with NotImplementedError; models whose batch elements inte
 capacity limits) would break the exactness argument.
 
 Dropout is off: the model is put in ``eval()`` for the computation (so LoRA dropout is the
-identity and HF gradient checkpointing, which only acts in training mode, is off) and every
+identity; checkpointing, below, flags only the decoder layers themselves as training) and every
 module's previous train/eval flag is restored afterwards, as is torch's grad mode.
 
 Memory, per batch of ``b`` samples with ``P`` trainable numbers: the activations of one forward
@@ -59,13 +59,11 @@ block by block; at most one batch of full per-sample gradients exists at a time.
 model with an r=128 LoRA on q/k/v/o (P ~ 134M) that is ~0.54 GB per sample in the batch, so keep
 ``max_batch_size`` small there.
 
-No activation checkpointing here (``train.gradient_checkpointing`` leaves these passes alone):
-transformers checkpoints only in training mode and these passes run in eval mode (dropout off,
-which the exactness argument above needs), and a recomputed forward would fire the hooks a second
-time. So a batch holds the activations of a training step without checkpointing
-(benchmarks/memory.py: about 124 bytes per token x hidden x layer in bf16, against ~13 that the
-hooks themselves hold), the largest stage of a run; keep ``grads.batch_size`` at 1 for 8B models.
-The vocabulary logits are chunked as everywhere (``model.logit_chunk``).
+Activation checkpointing (``train.gradient_checkpointing``, :func:`checkpointed`) recomputes
+each decoder layer in backward; the first forward's hooks deliver the gradients, and still hold
+each tapped layer's input (the inputs of q/k/v, o, gate/up and down: about 6.5 x tokens x
+hidden numbers a layer) until its gradient arrives. The vocabulary logits are chunked as everywhere
+(``model.logit_chunk``).
 """
 from __future__ import annotations
 
@@ -76,6 +74,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..model.load import set_checkpointing
 from ..model.loss import per_sample_loss
 from ..model.precision import autocast
 
@@ -154,6 +153,30 @@ class GradTaps:
         finally:
             for h in handles:
                 h.remove()
+
+
+@contextmanager
+def checkpointed(model: nn.Module, on: bool):
+    """Activation checkpointing of the decoder layers for passes run in eval mode: transformers
+    checkpoints a layer only when the layer is in training mode, so the checkpointed layers alone
+    are flagged as training (their submodules stay in eval: dropout stays off). Each tapped
+    ``nn.Linear`` then runs twice; the backward delivers the gradient of the first forward's
+    output, whose hook adds it (the recomputed output's hook never fires, and is freed with it).
+    The previous checkpointing setting and training flags are restored on exit."""
+    if not on:
+        yield
+        return
+    was = set_checkpointing(model, True)
+    layers = [m for m in model.modules() if getattr(m, "gradient_checkpointing", False) is True]
+    flags = [(m, m.training) for m in layers]
+    for m in layers:
+        m.training = True
+    try:
+        yield
+    finally:
+        for m, t in flags:
+            m.training = t
+        set_checkpointing(model, was)
 
 
 @contextmanager

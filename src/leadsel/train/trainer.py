@@ -27,6 +27,7 @@ import torch
 
 from .. import dist
 from ..data.encode import EncodedPool, collate
+from ..model.load import set_checkpointing
 from ..model.loss import LossModule
 from ..model.precision import autocast
 from ..utils import trim_heap
@@ -92,7 +93,7 @@ class Trainer:
         after every optimizer step; ``logit_chunk``: the loss's (``model.logit_chunk``)."""
         self.cfg, self.pool, self.acc, self.pad_id, self.precision = cfg, pool, accelerator, pad_id, precision
         self.track, self.on_step = track, on_step
-        _set_checkpointing(model, cfg.gradient_checkpointing)
+        set_checkpointing(model, cfg.gradient_checkpointing)
         params = [p for p in model.parameters() if p.requires_grad]
         if not params:
             raise ValueError("the model has no trainable parameter")
@@ -200,19 +201,3 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.global_step, self.samples_seen = state["global_step"], state["samples_seen"]
-
-
-def _set_checkpointing(model: torch.nn.Module, on: bool) -> None:
-    """Activation (gradient) checkpointing of a transformers model on or off: the model is shared by
-    the warm-up's trainer and the run's, each with its own setting. transformers 5 names it
-    ``activation_checkpointing_*``, earlier versions ``gradient_checkpointing_*``."""
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    kind = "activation" if hasattr(base, "activation_checkpointing_enable") else "gradient"
-    if not hasattr(base, f"{kind}_checkpointing_enable"):
-        if on:
-            raise ValueError("train.gradient_checkpointing needs a transformers model")
-        return
-    if on:
-        getattr(base, f"{kind}_checkpointing_enable")(**{f"{kind}_checkpointing_kwargs": {"use_reentrant": False}})
-    elif getattr(base, f"is_{kind}_checkpointing", False):
-        getattr(base, f"{kind}_checkpointing_disable")()
