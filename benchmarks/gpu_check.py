@@ -184,16 +184,13 @@ def lead_end_to_end(d: Path, shape: dict, smoke: bool) -> dict:
 # ---------------------------------------------------------------------------------------------- 3
 def matmul_params(d: dict) -> int:
     """Parameters of the decoder's matmuls (the head is counted per supervised token)."""
-    h, i, kv = d["hidden"], d["intermediate"], d["hidden"] // d["heads"] * d["kv_heads"]
-    return d["layers"] * (2 * h * h + 2 * h * kv + 3 * h * i)
+    return d["layers"] * sum(a * b for a, b in memory.projection_shapes(d))
 
 
 def throughput(d: dict, accelerator, peak_flops: float, tokens: int, batch: int, steps: int) -> dict:
     """Scoring and LoRA training tokens/s of shape ``d`` on ``batch`` x ``tokens`` samples."""
-    import numpy as np
     import torch
 
-    from leadsel.data.encode import EncodedPool
     from leadsel.model.loss import per_sample_loss
     from leadsel.model.precision import autocast
     from leadsel.schema import TrainConfig
@@ -201,14 +198,9 @@ def throughput(d: dict, accelerator, peak_flops: float, tokens: int, batch: int,
     from leadsel.train.trainer import Trainer
 
     d = memory.dims({**d, "tokens": tokens, "supervised": tokens // 2, "r": 64, "chunk": 1024})
-    model, _ = memory.build(d, accelerator.device)
     device = accelerator.device
+    model, b = memory.build(d, device, rows=batch)
     sync = getattr(torch, device.type).synchronize if device.type != "cpu" else (lambda: None)
-    g = torch.Generator().manual_seed(0)
-    ids = torch.randint(0, d["vocab"], (batch, tokens), generator=g)
-    labels = ids.clone()
-    labels[:, : tokens // 2] = -100
-    b = {"input_ids": ids.to(device), "attention_mask": torch.ones_like(ids).to(device), "labels": labels.to(device)}
     attn = 2 * d["layers"] * tokens * d["hidden"]  # per token, causal: QK^T and AV over half the context
     fwd = 2 * matmul_params(d) + attn + 2 * d["hidden"] * d["vocab"] * 0.5
     with eval_mode(model), torch.inference_mode(), autocast(device.type, "bf16"):
@@ -220,11 +212,7 @@ def throughput(d: dict, accelerator, peak_flops: float, tokens: int, batch: int,
         sync()
         score_tps = steps * batch * tokens / (time.perf_counter() - t)
     n = batch * steps
-    toks = ids.repeat(steps, 1).numpy().astype(np.int32).reshape(-1)
-    sup = np.tile(np.arange(tokens) >= tokens // 2, n)
-    pool = EncodedPool(tokens=toks, supervised=sup, offsets=np.arange(n + 1, dtype=np.int64) * tokens,
-                       index=np.arange(n), ids=[f"s{i}" for i in range(n)], sources=["x"] * n)
-    trainer = Trainer(model, pool, TrainConfig(per_device_batch_size=batch, gradient_accumulation_steps=1),
+    trainer = Trainer(model, memory.pool_of(b, repeat=steps), TrainConfig(per_device_batch_size=batch, gradient_accumulation_steps=1),
                       accelerator, pad_id=0, precision="bf16", logit_chunk=1024)
     trainer.train(list(range(batch)))  # the first step allocates the optimizer's state
     sync()

@@ -76,11 +76,15 @@ def dims(point: dict) -> dict:
     return d
 
 
+def projection_shapes(d: dict) -> list[tuple[int, int]]:
+    """(in, out) of one layer's 7 projections: q, k, v, o, gate, up, down."""
+    h, i, kv = d["hidden"], d["intermediate"], d["hidden"] // d["heads"] * d["kv_heads"]
+    return [(h, h), (h, kv), (h, kv), (h, h), (h, i), (h, i), (i, h)]
+
+
 def trainable(d: dict) -> int:
     """LoRA parameters on the 7 projections: r * (in + out) each, per layer."""
-    h, i, kv = d["hidden"], d["intermediate"], d["hidden"] // d["heads"] * d["kv_heads"]
-    shapes = [(h, h), (h, kv), (h, kv), (h, h), (h, i), (h, i), (i, h)]
-    return d["layers"] * d["r"] * sum(a + b for a, b in shapes)
+    return d["layers"] * d["r"] * sum(a + b for a, b in projection_shapes(d))
 
 
 def features_of(d: dict) -> dict:
@@ -124,8 +128,9 @@ class Peak:
         return self._rss("VmHWM") - self.base
 
 
-def build(d: dict, device, weights: str = "bf16"):
-    """A random Llama of these dimensions with LoRA on the 7 projections, and one batch."""
+def build(d: dict, device, weights: str = "bf16", rows: int = 1):
+    """A random Llama of these dimensions with LoRA on the 7 projections, and a batch of ``rows``
+    samples of ``tokens`` tokens, the last ``supervised`` of each supervised."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -147,7 +152,7 @@ def build(d: dict, device, weights: str = "bf16"):
         torch.set_default_dtype(default)
     base.config.use_cache = False
     model = add_lora(base, LoraSettings(r=d["r"], alpha=2 * d["r"], target_modules=PROJECTIONS))
-    ids = torch.randint(0, d["vocab"], (1, d["tokens"]), generator=torch.Generator().manual_seed(1))
+    ids = torch.randint(0, d["vocab"], (rows, d["tokens"]), generator=torch.Generator().manual_seed(1))
     labels = ids.clone()
     labels[:, : d["tokens"] - d["supervised"]] = -100
     batch = {"input_ids": ids.to(device), "attention_mask": torch.ones_like(ids).to(device),
@@ -155,15 +160,18 @@ def build(d: dict, device, weights: str = "bf16"):
     return model, batch
 
 
-def one_pool(batch):
+def pool_of(batch, repeat: int = 1):
+    """The batch's samples, ``repeat`` times over, as an encoded pool (what a Trainer trains from)."""
     import numpy as np
 
     from leadsel.data.encode import EncodedPool
 
-    ids = batch["input_ids"][0].cpu().numpy().astype(np.int32)
-    sup = (batch["labels"][0] != -100).cpu().numpy()
-    return EncodedPool(tokens=ids, supervised=sup, offsets=np.array([0, len(ids)], dtype=np.int64),
-                       index=np.array([0]), ids=["s0"], sources=["x"])
+    ids = np.tile(batch["input_ids"].cpu().numpy().astype(np.int32), (repeat, 1))
+    sup = np.tile((batch["labels"] != -100).cpu().numpy(), (repeat, 1))
+    n, t = ids.shape
+    return EncodedPool(tokens=ids.reshape(-1), supervised=sup.reshape(-1),
+                       offsets=np.arange(n + 1, dtype=np.int64) * t, index=np.arange(n),
+                       ids=[f"s{i}" for i in range(n)], sources=["x"] * n)
 
 
 def trainer_for(model, batch, accelerator, gc: bool, chunk: int):
@@ -171,7 +179,7 @@ def trainer_for(model, batch, accelerator, gc: bool, chunk: int):
     from leadsel.train.trainer import Trainer
 
     cfg = TrainConfig(per_device_batch_size=1, gradient_accumulation_steps=1, gradient_checkpointing=gc)
-    return Trainer(model, one_pool(batch), cfg, accelerator, pad_id=0, precision="bf16", logit_chunk=chunk)
+    return Trainer(model, pool_of(batch), cfg, accelerator, pad_id=0, precision="bf16", logit_chunk=chunk)
 
 
 def run_stage(model, batch, d: dict, stage: str, accelerator) -> dict:

@@ -86,14 +86,18 @@ def package_versions() -> dict[str, str]:
     return out
 
 
-def trim_heap() -> None:
-    """Give the C heap's free pages back to the system (glibc's ``malloc_trim``; nothing elsewhere).
+def trim_heap(device_type: str) -> None:
+    """Give the C heap's free pages back to the system (glibc's ``malloc_trim``; nothing elsewhere),
+    when the tensors live on the CPU (``device_type`` "cpu"; on an accelerator they are not on this
+    heap, and nothing is done).
 
     CPU tensors of changing shapes -- batches of growing length, chunks, activations -- are carved
     from the heap and, once freed, mostly stay resident: without this the resident set creeps up
     from batch to batch (docs/performance.md). Called after every scoring batch and optimizer step.
     """
     global _trim
+    if device_type != "cpu":
+        return
     if _trim is None:
         import ctypes
         import ctypes.util

@@ -90,7 +90,7 @@ def loss_pass(model, pool: EncodedPool, *, accelerator, pad_id: int, precision: 
             bar.update(int(lengths[idx].sum()))
             scored += len(idx)
             bar.set_postfix(samples=scored, refresh=False)
-            trim_heap()
+            trim_heap(accelerator.device.type)
             if partial is not None and since >= scoring.checkpoint_every:
                 _save_shard(partial, rank, b, buf_idx, buf_loss, buf_cnt)
                 buf_idx, buf_loss, buf_cnt, since = [], [], [], 0

@@ -14,7 +14,7 @@ the same sketch of the same vector whatever the chunking.
 Accuracy: the sketched inner product is unbiased, with variance
 (|x|^2 |y|^2 + <x,y>^2 - 2 sum_i x_i^2 y_i^2) / dim <= (|x|^2 |y|^2 + <x,y>^2) / dim, so a cosine
 read from two sketches is off by a standard deviation of at most about sqrt(2 / dim): 0.0055 for
-the default dim of 65,536. tests/test_sketch.py checks it on real LoRA gradients.
+the default dim of 65,536. tests/test_real_model.py checks it on real LoRA gradients.
 """
 from __future__ import annotations
 
@@ -53,6 +53,3 @@ class CountSketch:
             h, sign = self.buckets_and_signs(s, min(s + CHUNK, len(x)))
             out += np.bincount(h, weights=sign * x[s:s + CHUNK], minlength=self.dim)
         return out.astype(np.float32)
-
-    def describe(self) -> str:
-        return f"countsketch(dim={self.dim}, seed={self.seed})"

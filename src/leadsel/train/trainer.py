@@ -165,7 +165,7 @@ class Trainer:
                 acc.clip_grad_norm_(self.params, cfg.max_grad_norm)
                 coef = min(1.0, cfg.max_grad_norm / (norm + 1e-6))  # torch's clip coefficient
             self.optimizer.step()
-            trim_heap()
+            trim_heap(acc.device.type)
             delta = float("nan")
             if self.track and lr > 0:
                 t0 = time.perf_counter()
