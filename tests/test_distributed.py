@@ -202,7 +202,8 @@ def test_ranks_with_different_caches_do_not_hang(inputs, lead_pair, tmp_path):
     args = ["run", str(d / "empty.yaml"), *settings(d, ckpt, vals, tmp_path / "run", None, 2)]
     leadsel(args, 2, entry=[str(ENTRY)], RANK_CACHE_ROOT=str(tmp_path))
     assert_same_run(one, tmp_path / "run", passes=False)
-    assert not any((tmp_path / "rank1").rglob("*.npz"))  # rank 1 neither read nor wrote a cache
+    assert not any((tmp_path / "rank1" / "scores").rglob("*.npz"))  # rank 1 neither read nor wrote a score cache
+    assert list((tmp_path / "rank1" / "pools").glob("*/meta.json"))  # but built the token store it trains from
 
 
 def test_score_and_eval_under_two_processes(inputs, lead_pair, tmp_path):

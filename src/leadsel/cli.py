@@ -180,17 +180,18 @@ def _int_from(lowest: int):
 
 
 def cmd_validate(args) -> int:
-    from .data.encode import encode
-    from .data.load import load_pool
+    from .data.store import Encoding, open_store
     from .session import build_bundled
+    from .utils import cache_root
 
     cfg = _config(args)
     tok = _tokenizer(cfg)
     paths = cfg.data.paths or [str(build_bundled(cfg, tok).pool)]
-    samples, report = load_pool(paths, fmt=cfg.data.format, on_error=cfg.data.on_error, split=cfg.data.split)
     e = cfg.encoding
-    enc = encode(samples, tok, e.max_length, e.supervise, e.truncation)
-    print(json.dumps({"load": report.to_dict(), "encoding": enc.report()}, indent=2))
+    store = open_store(paths, tok, Encoding(e.max_length, e.supervise, e.truncation), cache_root(cfg.cache_dir),
+                       fmt=cfg.data.format, on_error=cfg.data.on_error, split=cfg.data.split, progress=cfg.progress)
+    print(json.dumps({"load": store.load_report.to_dict(), "encoding": store.encoding_report,
+                      "token_store": str(store.root)}, indent=2))
     return 0
 
 

@@ -13,7 +13,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .data.load import write_jsonl
+from .data.load import write_records
 from .eval.heldout import eval_record
 from .model.load import model_fingerprint
 from .schema import RunConfig, to_dict
@@ -86,7 +86,7 @@ def write_scores(s: Session, scores: dict, columns: dict) -> None:
     """scores.parquet: one row per pool sample (docs/run-directory.md lists the columns)."""
     n = len(s.pool)
     nan = np.full(n, np.nan, dtype=np.float32)
-    table = {"id": s.pool.ids, "source": s.pool.sources,
+    table = {"id": s.pool.ids.to_arrow(), "source": s.pool.sources.to_arrow(),
              "cluster": columns.get("cluster", np.full(n, -1, dtype=np.int32)),
              "ifd": scores.get("ifd", nan), "u0": scores.get("u0", nan), "idu": columns.get("idu", nan),
              "times_used": columns["times_used"], "first_round": columns["first_round"],
@@ -107,7 +107,8 @@ def save_artifacts(s: Session, scores: dict, selector: Selector, trainer: Traine
     cols = selector.columns()
     write_scores(s, scores, cols)
     used = np.flatnonzero(cols["times_used"] > 0)
-    write_jsonl([s.samples[s.pool.index[i]] for i in used], s.run_dir / "selected.jsonl")
+    if s.accelerator.is_main_process:  # read back from the pool's files, in their own schema
+        write_records(s.run_dir / "selected.jsonl", s.store.records(used), escape_line_breaks=False)
     model = s.accelerator.unwrap_model(trainer.model)
     if before is not None:
         atomic_write_json(s.run_dir / "eval.json", eval_record(s, before, after, model_fingerprint(

@@ -21,6 +21,7 @@ from .data.encode import EncodedPool, encode
 from .data.load import load_pool
 from .data.overlap import check_heldout, check_validation, sample_key
 from .data.records import Sample
+from .data.store import Encoding, TokenStore, open_store
 from .manifest import RunManifest
 from .model.load import load_model, load_tokenizer, model_fingerprint, resolve_model
 from .model.precision import choose_precision, choose_weights
@@ -41,6 +42,26 @@ def build_bundled(cfg: RunConfig, tokenizer):
                               progress=cfg.progress)
 
 
+class PoolTexts:
+    """The pool's response texts as a sequence read from the files on demand: ``take(indices)``
+    reads a batch in one pass (IterIT's candidates), ``texts[i]`` one."""
+
+    def __init__(self, store: TokenStore):
+        self.store = store
+
+    def __len__(self) -> int:
+        return len(self.store.pool)
+
+    def take(self, indices) -> list[str]:
+        return [s.response for s in self.store.samples(indices)]
+
+    def __getitem__(self, i: int) -> str:
+        return self.take([int(i)])[0]
+
+    def __iter__(self):
+        return (s.response for batch in self.store.iter_samples() for s in batch)
+
+
 @dataclass
 class EvalSet:
     name: str
@@ -59,7 +80,7 @@ class Session:
     model: object = None
     precision: str = "fp32"
     base_fp: str = ""
-    samples: list[Sample] = field(default_factory=list)
+    store: TokenStore | None = None
     pool: EncodedPool | None = None
     evals: list[EvalSet] = field(default_factory=list)
     eval_paths: dict[str, Path] = field(default_factory=dict)
@@ -118,18 +139,22 @@ class Session:
                              num_processes=self.accelerator.num_processes, trainable_parameters=trainable,
                              total_parameters=total)
 
+    @property
+    def encoding(self) -> Encoding:
+        e = self.cfg.encoding
+        return Encoding(e.max_length, e.supervise, e.truncation)
+
     def alone_pool(self) -> EncodedPool:
-        """The pool's responses encoded without their prompts (for IFD), in pool order; built once."""
+        """The pool's responses encoded without their prompts (for IFD), in pool order; built once
+        into the token store (by the main process first)."""
         if self._alone is None:
-            alone = self.encode([self.samples[i] for i in self.pool.index], alone=True)
-            if alone.ids != self.pool.ids:
-                raise RuntimeError("the response-alone encoding rejected samples the full encoding kept")
-            self._alone = alone
+            with self.accelerator.main_process_first():
+                self._alone = self.store.alone(self.tokenizer, self.encoding, progress=self.cfg.progress)
         return self._alone
 
-    def responses(self) -> list[str]:
-        """Each pool sample's response text, in pool order."""
-        return [self.samples[i].response for i in self.pool.index]
+    def responses(self) -> "PoolTexts":
+        """Each pool sample's response text, in pool order, read from the files when asked for."""
+        return PoolTexts(self.store)
 
     def encode(self, samples: list[Sample], alone: bool = False) -> EncodedPool:
         e = self.cfg.encoding
@@ -148,16 +173,19 @@ class Session:
         for p in dc.eval_paths:
             eval_paths[Path(p).name.split(".")[0]] = Path(p)
         self.eval_paths = eval_paths
-        self.samples, report = load_pool(paths, fmt=dc.format, on_error=dc.on_error, split=dc.split)
-        self.pool = self.encode(self.samples)
-        self.manifest.update("data", load=report.to_dict(), encoding=self.pool.report(),
-                             supervise=self.cfg.encoding.supervise, n_pool=len(self.pool))
-        pool_ids = set(self.pool.ids)
-        pool_keys = {sample_key(s) for s in self.samples}
+        # every process needs the token store: built by the main process first (a shared cache then
+        # serves all), and on a node with a cache of its own by that node's main process first
+        with self.accelerator.local_main_process_first():
+            self.store = open_store(paths, self.tokenizer, self.encoding, cache_root(self.cfg.cache_dir),
+                                    fmt=dc.format, on_error=dc.on_error, split=dc.split, progress=self.cfg.progress)
+        self.pool = self.store.pool
+        self.manifest.update("data", load=self.store.load_report.to_dict(), encoding=self.store.encoding_report,
+                             supervise=self.cfg.encoding.supervise, n_pool=len(self.pool),
+                             token_store=self.store.root.name)
         cap = self.cfg.eval_max_samples
         for name, path in sorted(eval_paths.items()):
             samples, rep = load_pool([path], fmt="auto", on_error=dc.on_error)
-            check_heldout(path, samples, pool_ids, pool_keys)
+            check_heldout(path, samples, self.store)
             samples = samples[:cap] if cap else samples
             enc = self.encode(samples)
             self.evals.append(EvalSet(name, samples, enc))

@@ -1,9 +1,11 @@
-"""Load a pool (JSONL / JSONL.gz files or a ``datasets`` directory) into :class:`Sample` s.
+"""Load a pool -- files of any shape :mod:`.readers` reads -- as a stream of :class:`Sample` s.
 
 Each file's format is detected from its first good record (see :mod:`leadsel.data.formats`),
-every record is normalised and validated, ids are checked for uniqueness across the whole
-pool, and bad records either raise (``on_error="raise"``) or are skipped and counted by
-reason (``on_error="skip"``). :func:`write_jsonl` writes samples back in their input schema.
+every record is normalised and validated, ids are checked for uniqueness across the whole pool
+(:class:`Seen`: a few bytes per sample plus the id, never the records), and bad records either
+raise (``on_error="raise"``) or are skipped and counted by reason (``on_error="skip"``).
+:func:`iter_samples` streams; :func:`load_pool` lists (for the small held-out sets). :func:`write_jsonl`
+writes samples back in their input schema.
 
 Error reasons: ``non_utf8``, ``invalid_json``, ``missing_field``, ``bad_type``,
 ``wrong_role_order``, ``empty_response``, ``duplicate_id``, ``unknown_format`` (file-level),
@@ -13,21 +15,23 @@ from __future__ import annotations
 
 import gzip
 import json
+from array import array
 from dataclasses import asdict, dataclass, field
+from itertools import chain
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence, Union
+from typing import Callable, Iterable, Iterator, Sequence, Union
+
+import numpy as np
 
 from ..utils import atomic_open
 from .formats import FORMATS, detect_format, to_messages
-from .records import DataError, Sample, content_hash
+from .readers import UNITS, Entry, Source, expand, read_entries
+from .records import DataError, Sample, content_hash, id_hash
 
 ON_ERROR = ("raise", "skip")
 MAX_EXAMPLES = 20
-_EXTENSIONS = (".gz", ".jsonl", ".ndjson", ".json")
-_GZIP_MAGIC = b"\x1f\x8b"
 
 PathLike = Union[str, Path]
-Entry = tuple[int, Union[dict, DataError]]  # (1-based line, parsed record or its parse error)
 
 
 @dataclass
@@ -46,30 +50,92 @@ class LoadReport:
             self.examples.append(str(err))
 
 
-def load_pool(paths: PathLike | Sequence[PathLike], *, fmt: str = "auto",
-              on_error: str = "raise", split: str = "train") -> tuple[list[Sample], LoadReport]:
-    """Load every record of ``paths`` as a :class:`Sample`; see the module docstring."""
+class Seen:
+    """Every loaded sample's id and where it is, as compact columns (8 + 8 + 8 + 4 bytes and the id's
+    UTF-8 bytes per sample): what refuses a duplicate id and what finds a record again."""
+
+    def __init__(self) -> None:
+        self._hashes: set[int] = set()
+        self.id_hash, self.id_end, self.id_blob = array("Q"), array("q"), bytearray()
+        self.file_no, self.pos, self.line = array("i"), array("q"), array("q")
+        self.files: list[str] = []
+        self.units: list[str] = []   # per file: what its records' places count (line, element, row)
+
+    def __len__(self) -> int:
+        return len(self.id_hash)
+
+    def id_at(self, k: int) -> str:
+        start = self.id_end[k - 1] if k else 0
+        return self.id_blob[start:self.id_end[k]].decode("utf-8")
+
+    def first(self, sample_id: str, h: int) -> int | None:
+        """The ordinal of the earlier sample with this id, if any (a hash match is confirmed by the id)."""
+        if h not in self._hashes:
+            return None
+        for k in np.flatnonzero(np.frombuffer(self.id_hash, dtype=np.uint64) == np.uint64(h)):
+            if self.id_at(int(k)) == sample_id:
+                return int(k)
+        return None
+
+    def add(self, sample: Sample, file_no: int) -> None:
+        """Record ``sample``, or raise ``duplicate_id`` naming where its id was first seen."""
+        h = id_hash(sample.id)
+        k = self.first(sample.id, h)
+        if k is not None:
+            hint = "" if sample.raw.get("id") not in (None, "") else \
+                " (identical content without an id; on_error='skip' drops such duplicates)"
+            raise DataError(sample.file, sample.line, "id", f"duplicate id {sample.id!r}, first seen at "
+                            f"{self.units[self.file_no[k]]} {self.line[k]} of {self.files[self.file_no[k]]}{hint}",
+                            "duplicate_id")
+        self._hashes.add(h)
+        self.id_hash.append(h)
+        self.id_blob += sample.id.encode("utf-8")
+        self.id_end.append(len(self.id_blob))
+        self.file_no.append(file_no)
+        self.pos.append(sample.pos)
+        self.line.append(int(sample.line))
+
+
+def sources_of(paths: PathLike | Sequence[PathLike], split: str = "train") -> list[Source]:
+    """Every file the pool paths stand for, in order (a directory of shards gives several)."""
+    return [src for p in _as_paths(paths) for src in expand(p, split)]
+
+
+def iter_samples(paths: PathLike | Sequence[PathLike], *, fmt: str = "auto", on_error: str = "raise",
+                 split: str = "train", report: LoadReport | None = None, seen: Seen | None = None,
+                 meter: Callable[[int], None] | None = None) -> Iterator[Sample]:
+    """Every good record of ``paths`` as a :class:`Sample`, streamed, file by file; see the module
+    docstring. ``report`` and ``seen`` are filled as it goes; ``meter(bytes)`` hears progress (bytes
+    of all the files read so far)."""
     if on_error not in ON_ERROR:
         raise ValueError(f"on_error must be one of {ON_ERROR}, got {on_error!r}")
     if fmt != "auto" and fmt not in FORMATS:
         raise ValueError(f"fmt must be 'auto' or one of {FORMATS}, got {fmt!r}")
-    path_list = _as_paths(paths)
-    for p in path_list:
-        if not Path(p).exists():
-            raise FileNotFoundError(f"pool path not found: {p}")
-    report = LoadReport()
-    samples: list[Sample] = []
-    seen: dict[str, tuple[str, int]] = {}   # id -> (file, line) of its first occurrence
-    for p in path_list:
-        entries = _iter_entries(Path(p), str(p), split)
+    report = report if report is not None else LoadReport()
+    seen = seen if seen is not None else Seen()
+    sources = sources_of(paths, split)
+    done = 0
+    for file_no, src in enumerate(sources):
+        seen.files.append(src.name)
+        seen.units.append(UNITS[src.kind])
+        file_meter = (lambda n, base=done: meter(base + n)) if meter else None
+        entries = read_entries(src, file_meter)
         loader = _load_strict if on_error == "raise" else _load_lenient
-        loader(entries, str(p), _source_label(Path(p)), fmt, report, samples, seen)
-    if not samples:
-        names = ", ".join(str(p) for p in path_list)
+        yield from loader(entries, src, file_no, fmt, report, seen)
+        done += src.size()
+    if not len(seen):
+        names = ", ".join(str(p) for p in _as_paths(paths))
         detail = f"; skipped {report.skipped}" if report.skipped else ""
-        raise DataError(names, 0, None, f"the pool is empty: no samples loaded{detail}",
-                        "empty_pool")
-    report.n_loaded = len(samples)
+        raise DataError(names, 0, None, f"the pool is empty: no samples loaded{detail}", "empty_pool")
+    report.n_loaded = len(seen)
+
+
+def load_pool(paths: PathLike | Sequence[PathLike], *, fmt: str = "auto",
+              on_error: str = "raise", split: str = "train") -> tuple[list[Sample], LoadReport]:
+    """Every record of ``paths`` as a list of :class:`Sample` (held in memory: for held-out sets
+    and tests; a pool is streamed into a token store by :mod:`.store`)."""
+    report = LoadReport()
+    samples = list(iter_samples(paths, fmt=fmt, on_error=on_error, split=split, report=report))
     return samples, report
 
 
@@ -107,59 +173,77 @@ def write_jsonl(samples: Iterable[Sample], path: PathLike) -> None:
 
 # --- per-file loading ---------------------------------------------------------------------
 
-def _load_strict(entries: Iterator[Entry], file: str, label: str, fmt: str,
-                 report: LoadReport, samples: list[Sample], seen: dict) -> None:
+def _load_strict(entries: Iterator[Entry], src: Source, file_no: int, fmt: str,
+                 report: LoadReport, seen: Seen) -> Iterator[Sample]:
     """on_error="raise": stream the file; the first bad record raises its DataError."""
     file_fmt, n_entries = (None if fmt == "auto" else fmt), 0
-    for line, rec in entries:
+    for pos, line, rec in entries:
         n_entries += 1
         if isinstance(rec, DataError):
             raise rec
         if file_fmt is None:
-            file_fmt = detect_format(rec, file, line)
-        samples.append(_register(_make_sample(rec, file_fmt, file, line, label), seen))
-    _finish_file(file, file_fmt, n_entries, report)
+            file_fmt = detect_format(rec, src.name, line)
+        sample = _make_sample(rec, file_fmt, src, pos, line)
+        seen.add(sample, file_no)
+        yield sample
+    _finish_file(src.name, file_fmt, n_entries, report)
 
 
-def _load_lenient(entries: Iterator[Entry], file: str, label: str, fmt: str,
-                  report: LoadReport, samples: list[Sample], seen: dict) -> None:
-    """on_error="skip": bad records are counted and skipped; the format must be detectable."""
-    entry_list = list(entries)
-    file_fmt = fmt if fmt != "auto" else _detect_lenient(entry_list, file)
-    _finish_file(file, file_fmt, len(entry_list), report)
-    for line, rec in entry_list:
+def _load_lenient(entries: Iterator[Entry], src: Source, file_no: int, fmt: str,
+                  report: LoadReport, seen: Seen) -> Iterator[Sample]:
+    """on_error="skip": bad records are counted and skipped; the format must be detectable. The
+    entries before the first that detects cleanly are held until it is found (all of them only
+    when none is)."""
+    head: list[Entry] = []
+    file_fmt = fmt if fmt != "auto" else None
+    if file_fmt is None:
+        for entry in entries:
+            head.append(entry)
+            if _detects_cleanly(entry, src.name):
+                file_fmt = detect_format(entry[2], src.name, entry[1])
+                break
+        else:
+            file_fmt = _fallback_format(head, src.name)
+    n_entries = 0
+    for pos, line, rec in chain(head, entries):
+        n_entries += 1
         try:
             if isinstance(rec, DataError):
                 raise rec
-            samples.append(_register(_make_sample(rec, file_fmt, file, line, label), seen))
+            sample = _make_sample(rec, file_fmt, src, pos, line)
+            seen.add(sample, file_no)
         except DataError as err:
             report._skip(err)
+            continue
+        yield sample
+    _finish_file(src.name, file_fmt, n_entries, report)
 
 
-def _detect_lenient(entries: list[Entry], file: str) -> str | None:
-    """Format of the first record that is detected and converts cleanly.
+def _detects_cleanly(entry: Entry, file: str) -> bool:
+    _, line, rec = entry
+    if isinstance(rec, DataError):
+        return False
+    try:
+        to_messages(rec, detect_format(rec, file, line), file, line)
+    except DataError:
+        return False
+    return True
 
-    Falls back to the first detectable record's format when every record is bad; raises
-    the first ``unknown_format`` error when no record's format can be detected at all.
-    """
-    first_detected, first_error = None, None
-    for line, rec in entries:
+
+def _fallback_format(entries: list[Entry], file: str) -> str | None:
+    """When no record converts cleanly: the first detectable record's format; the first
+    ``unknown_format`` error when no record's format can be detected at all."""
+    first_error = None
+    for _, line, rec in entries:
         if isinstance(rec, DataError):
             continue
         try:
-            found = detect_format(rec, file, line)
+            return detect_format(rec, file, line)
         except DataError as err:
             first_error = first_error or err
-            continue
-        first_detected = first_detected or found
-        try:
-            to_messages(rec, found, file, line)
-        except DataError:
-            continue
-        return found
-    if first_detected is None and first_error is not None:
+    if first_error is not None:
         raise first_error
-    return first_detected
+    return None
 
 
 def _finish_file(file: str, file_fmt: str | None, n_entries: int, report: LoadReport) -> None:
@@ -172,21 +256,10 @@ def _finish_file(file: str, file_fmt: str | None, n_entries: int, report: LoadRe
     report.formats[file] = file_fmt
 
 
-def _make_sample(rec: dict, fmt: str, file: str, line: int, label: str) -> Sample:
-    messages = to_messages(rec, fmt, file, line)
-    return Sample(id=_sample_id(rec, messages, file, line), source=_source(rec, label),
-                  messages=messages, file=file, line=line, raw=rec)
-
-
-def _register(sample: Sample, seen: dict[str, tuple[str, int]]) -> Sample:
-    first = seen.get(sample.id)
-    if first is not None:
-        hint = "" if sample.raw.get("id") not in (None, "") else \
-            " (identical content without an id; on_error='skip' drops such duplicates)"
-        raise DataError(sample.file, sample.line, "id", f"duplicate id {sample.id!r}, first "
-                        f"seen at line {first[1]} of {first[0]}{hint}", "duplicate_id")
-    seen[sample.id] = (sample.file, sample.line)
-    return sample
+def _make_sample(rec: dict, fmt: str, src: Source, pos: int, line) -> Sample:
+    messages = to_messages(rec, fmt, src.name, line)
+    return Sample(id=_sample_id(rec, messages, src.name, line), source=_source(rec, src.label),
+                  messages=messages, file=src.name, line=line, raw=rec, pos=pos)
 
 
 def _sample_id(rec: dict, messages: list[dict[str, str]], file: str, line: int) -> str:
@@ -207,17 +280,6 @@ def _source(rec: dict, label: str) -> str:
     return label
 
 
-def _source_label(path: Path) -> str:
-    """The file's name without its extensions: ``alpaca_gpt4.jsonl.gz`` -> ``alpaca_gpt4``."""
-    name = path.name
-    while ext := next((e for e in _EXTENSIONS
-                       if name.lower().endswith(e) and len(name) > len(e)), None):
-        name = name[: -len(ext)]
-    return name
-
-
-# --- reading ------------------------------------------------------------------------------
-
 def _as_paths(paths: PathLike | Sequence[PathLike]) -> list[PathLike]:
     if isinstance(paths, (str, Path)):
         return [paths]
@@ -225,59 +287,3 @@ def _as_paths(paths: PathLike | Sequence[PathLike]) -> list[PathLike]:
     if not path_list:
         raise ValueError("no pool paths given")
     return path_list
-
-
-def _iter_entries(path: Path, file: str, split: str) -> Iterator[Entry]:
-    if path.is_dir():
-        return _iter_dataset(path, file, split)
-    return _iter_jsonl(path, file)
-
-
-def _iter_jsonl(path: Path, file: str) -> Iterator[Entry]:
-    """Yield (line, record) per non-blank line; a bad line yields its DataError instead."""
-    with open(path, "rb") as fh:
-        gz = fh.read(2) == _GZIP_MAGIC
-    opener = gzip.open if gz else open
-    with opener(path, "rb") as fh:
-        for line_no, raw in enumerate(fh, start=1):
-            if not raw.strip():
-                continue
-            yield line_no, _parse_line(raw, file, line_no)
-
-
-def _parse_line(raw: bytes, file: str, line: int) -> dict | DataError:
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as e:
-        return DataError(file, line, None, f"the line is not valid UTF-8 (byte offset "
-                         f"{e.start}: {raw[e.start:e.start + 4]!r})", "non_utf8")
-    if line == 1:
-        text = text.lstrip("\ufeff")
-    try:
-        rec = json.loads(text)
-    except json.JSONDecodeError as e:
-        return DataError(file, line, None, f"invalid JSON: {e.msg} at column {e.colno}",
-                         "invalid_json")
-    if not isinstance(rec, dict):
-        return DataError(file, line, None, f"expected a JSON object, got "
-                         f"{type(rec).__name__}", "invalid_json")
-    return rec
-
-
-def _iter_dataset(path: Path, file: str, split: str) -> Iterator[Entry]:
-    """Rows of a ``save_to_disk`` directory; ``line`` is the 1-based row number."""
-    import datasets
-
-    try:
-        ds = datasets.load_from_disk(str(path))
-    except FileNotFoundError as e:
-        raise DataError(file, 0, None, f"not a JSONL file or a datasets directory saved with "
-                        f"save_to_disk ({e})", "not_a_dataset") from e
-    if isinstance(ds, datasets.DatasetDict):
-        if split not in ds:
-            raise DataError(file, 0, "split", f"no split {split!r}; available: "
-                            f"{sorted(ds)}", "missing_split")
-        ds = ds[split]
-    for row_no, row in enumerate(ds, start=1):
-        # Columnar storage fills absent keys with None: treat those as absent.
-        yield row_no, {k: v for k, v in row.items() if v is not None}

@@ -13,7 +13,9 @@ import re
 from pathlib import Path
 from typing import Iterable
 
-from .records import Sample
+import numpy as np
+
+from .records import Sample, id_hash
 
 _WS = re.compile(r"\s+")
 
@@ -68,13 +70,19 @@ def sample_key(s: Sample) -> str:
     return content_key("\n".join(m["content"] for m in s.prompt_messages), s.response)
 
 
-def check_heldout(path: Path, samples: list[Sample], pool_ids: set[str], pool_keys: set[str]) -> None:
-    """Refuse an evaluation set (loaded from ``path``) that shares ids or content with the pool."""
-    overlap = pool_ids.intersection(s.id for s in samples)
+def check_heldout(path: Path, samples: list[Sample], store) -> None:
+    """Refuse an evaluation set (loaded from ``path``) that shares ids or content with the pool
+    (a token store: compared by the ids' and content keys' 64-bit hashes, a shared id confirmed
+    by the id itself)."""
+    hashes = np.asarray([id_hash(s.id) for s in samples], dtype=np.uint64)
+    hits = np.isin(hashes, store.id_hash)
+    overlap = sorted({s.id for s, h, hit in zip(samples, hashes, hits) if hit and s.id in
+                      {store.pool.ids[int(i)] for i in np.flatnonzero(store.id_hash == h)}})
     if overlap:
         raise ValueError(f"eval set {path} shares {len(overlap)} ids with the pool "
-                         f"(e.g. {sorted(overlap)[:3]}); held-out sets must not overlap it")
-    same = sum(sample_key(s) in pool_keys for s in samples)
+                         f"(e.g. {overlap[:3]}); held-out sets must not overlap it")
+    keys = np.asarray([id_hash(sample_key(s)) for s in samples], dtype=np.uint64)
+    same = int(np.isin(keys, store.key_hash).sum())
     if same:
         raise ValueError(f"eval set {path} has {same} samples whose content is also in the pool; "
                          f"held-out sets must not overlap it")

@@ -2,8 +2,9 @@
 
 A :class:`Sample` is a conversation (``messages``: ``[{"role", "content"}]``, roles
 ``system`` / ``user`` / ``assistant``) with a stable ``id``, a ``source`` label, where it came
-from (``file``, ``line``, 1-based) and the original record (``raw``) so that a selection can be
-written back in the input schema.
+from (``file``, ``line``: 1-based, a :class:`Loc` where the unit is a JSON array's element or a
+table's row; ``pos``: where the reader finds it again) and the original record (``raw``) so that a
+selection can be written back in the input schema.
 """
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ class Sample:
     file: str = ""
     line: int = 0
     raw: dict[str, Any] = field(default_factory=dict, repr=False)
+    pos: int = -1          # byte offset of the line in a plain JSONL file, else the entry's ordinal
 
     @property
     def prompt_messages(self) -> list[dict[str, str]]:
@@ -42,10 +44,32 @@ def content_hash(messages: list[dict[str, str]]) -> str:
     return hashlib.sha1(canon.encode("utf-8")).hexdigest()[:16]
 
 
+def id_hash(text: str) -> int:
+    """A stable 64-bit hash of a string (ids, content keys): equal strings, equal hashes, in every process."""
+    return int.from_bytes(hashlib.blake2b(text.encode("utf-8"), digest_size=8).digest(), "little")
+
+
+class Loc(int):
+    """A record's 1-based place counted in ``unit`` s other than lines: ``element`` of a JSON array
+    (with the ``line`` it starts on) or ``row`` of a table. An int, so it sorts and compares as its
+    number; :class:`DataError` prints it as ``file: element 3 (line 12)`` / ``file: row 3``."""
+    unit: str
+    line: int | None
+
+    def __new__(cls, number: int, unit: str, line: int | None = None) -> "Loc":
+        loc = super().__new__(cls, number)
+        loc.unit, loc.line = unit, line
+        return loc
+
+    def where(self, file: str) -> str:
+        return f"{file}: {self.unit} {int(self)}" + (f" (line {self.line})" if self.line else "")
+
+
 class DataError(ValueError):
-    """Bad input: names the file, the 1-based line (or row) and the field."""
+    """Bad input: names the file, the 1-based line (or element, or row) and the field."""
 
     def __init__(self, file: str, line: int, field: str | None, message: str, reason: str):
         self.file, self.line, self.field, self.reason = file, line, field, reason
-        where = f"{file}:{line}" + (f": field '{field}'" if field else "")
+        where = (line.where(file) if isinstance(line, Loc) else f"{file}:{line}") + \
+            (f": field '{field}'" if field else "")
         super().__init__(f"{where}: {message}")

@@ -42,10 +42,9 @@ def offline_scores(s: Session, needs: set[str], ifd_kind: str = "loss_ratio") ->
         out["less"], info = less_offline(s)
         s.manifest.update("offline", less=info)
     if "emb" in needs:
-        kept = [s.samples[i] for i in s.pool.index]
         which = s.cfg.scoring.embed_text
         texts = [("\n".join(m["content"] for m in x.prompt_messages) if which != "response" else "")
-                 + ("\n" + x.response if which != "prompt" else "") for x in kept]
+                 + ("\n" + x.response if which != "prompt" else "") for batch in s.store.iter_samples() for x in batch]
         out["emb"] = embed_texts(texts, batch_size=s.cfg.scoring.embed_batch_size, progress=s.cfg.progress,
                                  cache=s.cache, desc="embeddings", processes=s.accelerator)
     return out

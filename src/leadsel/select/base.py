@@ -19,7 +19,7 @@ entry in its selector's module (:mod:`.registry` collects them).
 """
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -29,8 +29,8 @@ import numpy as np
 @dataclass
 class PoolView:
     """What a selector may know about the pool: ids, task labels and the offline scores."""
-    ids: list[str]
-    sources: list[str]
+    ids: Sequence[str]          # a list, or the pool's compact Strings column
+    sources: Sequence[str]      # likewise (Labels)
     scores: dict[str, np.ndarray] = field(default_factory=dict)   # u0, ifd, emb, ... (as computed)
     responses: list[str] | None = None                               # response texts (IterIT's diversity)
 
@@ -129,6 +129,16 @@ def id_ranks(ids: list[str]) -> np.ndarray:
     rank = np.empty(len(ids), dtype=np.int64)
     rank[np.argsort(np.asarray(ids, dtype=str), kind="stable")] = np.arange(len(ids))
     return rank
+
+
+def source_codes(sources) -> tuple[np.ndarray, np.ndarray]:
+    """(sorted distinct source names, each sample's code into them), as ``np.unique`` gives them;
+    from a compact :class:`~leadsel.data.columns.Labels` column without building its strings."""
+    names = getattr(sources, "names", None)
+    if names is None:
+        return np.unique(np.asarray(sources, dtype=str), return_inverse=True)
+    used, codes = np.unique(sources.codes, return_inverse=True)
+    return np.asarray(names, dtype=str)[used], codes.reshape(-1)
 
 
 def ranked(cand: np.ndarray, score: np.ndarray, id_rank: np.ndarray) -> np.ndarray:

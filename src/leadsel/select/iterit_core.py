@@ -266,7 +266,8 @@ def rerank(window_indices: np.ndarray, new_complexity: np.ndarray, responses_or_
         x = sp.csr_matrix(responses_or_tfidf)[cand]
     else:
         diversity = "window"
-        x = tfidf_matrix([responses_or_tfidf[int(i)] for i in cand])
+        texts = responses_or_tfidf
+        x = tfidf_matrix(texts.take(cand) if hasattr(texts, "take") else [texts[int(i)] for i in cand])
     local = greedy_select(comp[ok], x, n, lam, eligible=np.ones(len(cand), dtype=bool), tie_rank=tie_c)
     picks = cand[local]
 

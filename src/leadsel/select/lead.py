@@ -22,7 +22,8 @@ import numpy as np
 from ..bandit import BANDITS, make_bandit
 from ..rng import stream
 from ..schema import LeadConfig, RunConfig, count_of
-from .base import Method, PoolView, RoundStats, Selector, UsageTracker, id_ranks, ranked, restore_rng, rng_state
+from .base import (Method, PoolView, RoundStats, Selector, UsageTracker, id_ranks, ranked, restore_rng,
+                   rng_state, source_codes)
 from .clusters import cluster_pool
 from .idu import Correction, RewardScale, correction, cosine, updated_idu
 from .sketch import CountSketch
@@ -39,7 +40,7 @@ class LeadSelector(Selector):
         self.cfg, self.budget, self.max_rounds = cfg, int(budget), int(rounds)
         self.cluster = np.asarray(clusters, dtype=np.int64)
         self.n_arms = int(self.cluster.max()) + 1
-        names, codes = np.unique(np.asarray(view.sources, dtype=str), return_inverse=True)
+        names, codes = source_codes(view.sources)
         self.task_names = names.tolist()
         self.task = codes.astype(np.int64) if cfg.stratify else np.zeros(n, dtype=np.int64)
         self.id_rank = id_ranks(view.ids)
