@@ -18,6 +18,7 @@ and trivially hashed for cache keys; its ids and sources are compact columns (:m
 """
 from __future__ import annotations
 
+from array import array
 from collections import Counter
 from itertools import chain
 from dataclasses import dataclass, field
@@ -229,8 +230,8 @@ class PoolBuilder:
 
     def __init__(self, sink=None):
         self.sink = sink
-        self.tokens, self.masks, self.lengths, self.index = [], [], [], []
-        self.kept: list[int] = []     # position in the input of each kept sample
+        self.tokens, self.masks = [], []
+        self.lengths, self.index = array("q"), array("q")   # per kept sample: 8 bytes, not a Python int
         self.rejected, self.rejected_ids, self.truncated = Counter(), [], 0
         self.n_supervised = 0
 
@@ -260,13 +261,14 @@ class PoolBuilder:
 
     def offsets(self) -> np.ndarray:
         offsets = np.zeros(len(self.lengths) + 1, dtype=np.int64)
-        np.cumsum(self.lengths, out=offsets[1:])
+        np.cumsum(np.frombuffer(self.lengths, dtype=np.int64), out=offsets[1:])
         return offsets
 
     def report(self) -> dict:
         return {"n_encoded": len(self.lengths), "rejected": dict(self.rejected), "truncated": self.truncated,
                 "rejected_ids_first": self.rejected_ids[:MAX_REJECTED_IDS],
-                "tokens_total": int(sum(self.lengths)), "tokens_supervised": self.n_supervised}
+                "tokens_total": int(np.sum(np.frombuffer(self.lengths, dtype=np.int64))),
+                "tokens_supervised": self.n_supervised}
 
 
 def encode(samples: list[Sample], tok, max_length: int, supervise: str = "last",

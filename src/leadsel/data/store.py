@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from array import array
 import os
 import shutil
 import tempfile
@@ -286,7 +287,7 @@ def _build(out: Path, paths, sources: list[Source], tok, enc: Encoding, fmt: str
                disable=not progress)
     meter = (lambda n: bar.update(n - bar.n))
     names: dict[str, int] = {}
-    codes, keys = [], []
+    codes, keys = array("i"), array("Q")   # per kept sample: its source's code, its content key's hash
     with open(out / "tokens.i32", "wb") as tok_fh, open(out / "mask.u8", "wb") as mask_fh:
         builder = PoolBuilder(_writer(tok_fh, mask_fh))
 
@@ -307,11 +308,11 @@ def _build(out: Path, paths, sources: list[Source], tok, enc: Encoding, fmt: str
     # codes in the order the names were met -> codes into the sorted names (as Labels.of makes them)
     rank = {name: k for k, name in enumerate(sorted(names))}
     remap = np.asarray([rank[name] for name in sorted(names, key=names.get)], dtype=np.int32)
-    source_codes = remap[np.asarray(codes, dtype=np.int64)] if codes else np.zeros(0, np.int32)
+    source_codes = remap[np.frombuffer(codes, dtype=np.int32)] if len(codes) else np.zeros(0, np.int32)
     offsets = builder.offsets()
     atomic_save_npz(out / "columns.npz", offsets=offsets, index=index, id_blob=ids.blob, id_ends=ids.ends,
                     id_hash=np.frombuffer(seen.id_hash, dtype=np.uint64)[index],
-                    key_hash=np.asarray(keys, dtype=np.uint64),
+                    key_hash=np.frombuffer(keys, dtype=np.uint64),
                     file_no=np.frombuffer(seen.file_no, dtype=np.int32)[index],
                     pos=np.frombuffer(seen.pos, dtype=np.int64)[index], source_codes=source_codes)
     encoding = builder.report()
