@@ -116,3 +116,17 @@ def test_seeded_and_deterministic():
     assert a.tolist() == b.tolist()
     # 1-D k-means bands are contiguous: sorted by IFD, labels never decrease
     assert np.all(np.diff(a[np.argsort(ifd)]) >= 0)
+
+
+def test_a_large_pool_is_fitted_on_a_sample_and_assigned_to_the_nearest_centre(monkeypatch):
+    import leadsel.select.clusters as clusters
+
+    rng = np.random.default_rng(0)
+    ifd = np.concatenate([rng.normal(c, 0.02, size=400) for c in (0.2, 0.5, 0.8)])
+    small, info_small = clusters.cluster_pool("ifd", 3, 42, ifd=ifd)
+    monkeypatch.setattr(clusters, "FIT_MAX", 300)            # fit on 300 of the 1,200
+    labels, info = clusters.cluster_pool("ifd", 3, 42, ifd=ifd)
+    centres = np.asarray(info["centres"])
+    assert np.allclose(centres, [0.2, 0.5, 0.8], atol=0.01)
+    nearest = np.argmin(np.abs(ifd[:, None] - centres[None, :]), axis=1)
+    assert labels.tolist() == nearest.tolist() == small.tolist()

@@ -97,6 +97,7 @@ class UsageTracker:
     def __init__(self, n: int):
         self.times_used = np.zeros(n, dtype=np.int32)
         self.first_round = np.full(n, -1, dtype=np.int32)
+        self._unique = 0   # samples trained at least once, kept as they are recorded
 
     def record(self, indices: np.ndarray, round_index: int) -> int:
         """One more use of each sample at ``indices``; returns how many of them had never been trained."""
@@ -105,11 +106,12 @@ class UsageTracker:
         np.add.at(self.times_used, indices, 1)
         new = indices[self.first_round[indices] < 0]
         self.first_round[new] = round_index
+        self._unique += int(len(np.unique(new)))
         return n_new
 
     @property
     def unique_used(self) -> int:
-        return int((self.times_used > 0).sum())
+        return self._unique
 
     def state_dict(self) -> dict:
         return {"times_used": self.times_used.copy(), "first_round": self.first_round.copy()}
@@ -117,6 +119,7 @@ class UsageTracker:
     def load_state_dict(self, state: dict) -> None:
         self.times_used = np.asarray(state["times_used"], dtype=np.int32).copy()
         self.first_round = np.asarray(state["first_round"], dtype=np.int32).copy()
+        self._unique = int(np.count_nonzero(self.times_used))
 
 
 def round_fields(usage: UsageTracker, indices: np.ndarray, round_index: int, stats: RoundStats) -> dict:
@@ -124,8 +127,8 @@ def round_fields(usage: UsageTracker, indices: np.ndarray, round_index: int, sta
     return {"arm": None, "delta": stats.finite_delta, "n_new": usage.record(indices, round_index)}
 
 
-def id_ranks(ids: list[str]) -> np.ndarray:
-    """Rank of each id in sorted (string) order: what breaks ties between equal scores."""
+def id_ranks(ids: Sequence[str]) -> np.ndarray:
+    """Rank of each id in sorted (string) order."""
     rank = np.empty(len(ids), dtype=np.int64)
     rank[np.argsort(np.asarray(ids, dtype=str), kind="stable")] = np.arange(len(ids))
     return rank
@@ -141,9 +144,33 @@ def source_codes(sources) -> tuple[np.ndarray, np.ndarray]:
     return np.asarray(names, dtype=str)[used], codes.reshape(-1)
 
 
-def ranked(cand: np.ndarray, score: np.ndarray, id_rank: np.ndarray) -> np.ndarray:
-    """``cand`` (pool positions) by ``score`` descending, ties broken by sample id."""
-    return cand[np.lexsort((id_rank[cand], -score[cand]))]
+def ranked(cand: np.ndarray, score: np.ndarray, ids: Sequence[str], k: int | None = None) -> np.ndarray:
+    """``cand`` (pool positions) by ``score`` descending, ties broken by sample id (string order),
+    NaN last; with ``k``, only the first ``k`` of that order.
+
+    The ids are read only for the candidates whose score is tied, so a ranking costs a sort of the
+    scores (with ``k``: a partition, then a sort of the ``k`` best and their ties) however many
+    samples the pool has: the pool's ids are never sorted as a whole."""
+    cand = np.asarray(cand, dtype=np.int64)
+    key = -np.asarray(score, dtype=np.float64)[cand]          # ascending; NaN sorts last
+    if k is not None and k < len(cand):
+        kth = np.partition(key, k - 1)[k - 1]
+        if not np.isnan(kth):      # keep the k best and every candidate tied with the k-th
+            keep = key <= kth
+            cand, key = cand[keep], key[keep]
+    order = np.argsort(key, kind="stable")
+    cand, key = cand[order], key[order]
+    same = (key[1:] == key[:-1]) | (np.isnan(key[1:]) & np.isnan(key[:-1]))
+    if same.any():
+        tied = np.zeros(len(cand), dtype=bool)
+        tied[1:] |= same
+        tied[:-1] |= same
+        tie_rank = np.zeros(len(cand), dtype=np.int64)    # untied candidates have a score of their own
+        where = np.flatnonzero(tied)
+        tie_rank[where] = id_ranks([ids[int(i)] for i in cand[where]])
+        run = np.concatenate([[0], np.cumsum(~same)])    # equal scores are runs of the sorted order
+        cand = cand[np.lexsort((tie_rank, run))]
+    return cand if k is None else cand[:k]
 
 
 def rng_state(rng: np.random.Generator) -> dict:

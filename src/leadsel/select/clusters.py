@@ -20,13 +20,21 @@ def valid_ifd(ifd: np.ndarray) -> np.ndarray:
     return np.isfinite(ifd) & (ifd <= 1.0)
 
 
+FIT_MAX = 200_000
+
+
 def _kmeans(x: np.ndarray, k: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """k-means (10 starts) on ``x``; on a pool of more than :data:`FIT_MAX` points the centres are
+    fitted on a seeded random sample of that many and every point is then given its nearest centre
+    (the sample's centres are within noise of the full fit's, and a 10M pool takes seconds)."""
     from sklearn.cluster import KMeans
 
-    distinct = len(np.unique(x, axis=0))
+    fit = x if len(x) <= FIT_MAX else x[np.sort(np.random.default_rng(seed).choice(len(x), FIT_MAX, replace=False))]
+    distinct = len(np.unique(fit[:, 0])) if fit.shape[1] == 1 else len(np.unique(fit, axis=0))
     k = max(1, min(k, distinct))
-    km = KMeans(n_clusters=k, n_init=10, random_state=seed).fit(x)
-    return km.labels_.astype(np.int32), km.cluster_centers_
+    km = KMeans(n_clusters=k, n_init=10, random_state=seed).fit(fit)
+    labels = km.labels_ if fit is x else km.predict(x)
+    return labels.astype(np.int32), km.cluster_centers_
 
 
 def cluster_pool(features: str, k: int, seed: int, ifd: np.ndarray | None = None,

@@ -22,7 +22,7 @@ import numpy as np
 from ..bandit import BANDITS, make_bandit
 from ..rng import stream
 from ..schema import LeadConfig, RunConfig, count_of
-from .base import (Method, PoolView, RoundStats, Selector, UsageTracker, id_ranks, ranked, restore_rng,
+from .base import (Method, PoolView, RoundStats, Selector, UsageTracker, ranked, restore_rng,
                    rng_state, source_codes)
 from .clusters import cluster_pool
 from .idu import Correction, RewardScale, correction, cosine, updated_idu
@@ -43,11 +43,15 @@ class LeadSelector(Selector):
         names, codes = source_codes(view.sources)
         self.task_names = names.tolist()
         self.task = codes.astype(np.int64) if cfg.stratify else np.zeros(n, dtype=np.int64)
-        self.id_rank = id_ranks(view.ids)
         self.ids = view.ids
-        self.stratum_size = {}
-        for k, t in zip(self.cluster.tolist(), self.task.tolist()):
-            self.stratum_size[(k, t)] = self.stratum_size.get((k, t), 0) + 1
+        # the pool grouped by stratum (cluster, task): a round reads its cluster's slice of `members`
+        self.n_tasks = int(self.task.max()) + 1 if n else 1
+        stratum = self.cluster * self.n_tasks + self.task
+        self.members = np.argsort(stratum, kind="stable")          # by stratum, pool order within
+        self.stratum_size = np.bincount(stratum, minlength=self.n_arms * self.n_tasks).reshape(self.n_arms, -1)
+        self.stratum_start = np.concatenate([[0], np.cumsum(self.stratum_size)]).astype(np.int64)
+        self._quantiles: dict[int, list[float]] = {}   # per cluster, until its IDU changes
+        self._eligible_left: np.ndarray | None = None
         bc = cfg.bandit
         self.bandit = make_bandit(bc.name, self.n_arms, seed, **{p: getattr(bc, p) for p in BANDITS[bc.name].PARAMS})
         self.rng = stream(seed, "lead")                  # softmax sampling and the training order
@@ -65,14 +69,21 @@ class LeadSelector(Selector):
         self._pending: dict | None = None
 
     # -- planning ------------------------------------------------------------------------------
-    def eligible(self) -> np.ndarray:
-        return self.usage.times_used < self.cfg.max_uses
+    def eligible_left(self) -> np.ndarray:
+        """Per cluster, how many of its samples may still be trained (fewer than max_uses times)."""
+        if self._eligible_left is None:
+            ok = self.usage.times_used < self.cfg.max_uses
+            self._eligible_left = np.bincount(self.cluster[ok], minlength=self.n_arms)
+        return self._eligible_left
+
+    def _stratum(self, arm: int, task: int) -> np.ndarray:
+        k = arm * self.n_tasks + task
+        return self.members[self.stratum_start[k]:self.stratum_start[k + 1]]
 
     def plan(self, round_index: int) -> np.ndarray | None:
         if self.usage.unique_used >= self.budget or round_index > self.max_rounds:
             return None
-        ok = self.eligible()
-        mask = np.bincount(self.cluster[ok], minlength=self.n_arms) > 0
+        mask = self.eligible_left() > 0
         if not mask.any():
             return None
         summary = self.bandit.summary(mask)
@@ -82,26 +93,29 @@ class LeadSelector(Selector):
                               float(self.cos_prev[arm]))
         else:
             corr = Correction(0.0, None, None, 0, "off")
-        picks = [self._order(np.flatnonzero(ok & (self.cluster == arm) & (self.task == t)))
-                 [:math.ceil(self.cfg.rate * self.stratum_size[(arm, t)])]
-                 for t in np.unique(self.task[ok & (self.cluster == arm)])]
+        picks = []
+        for t in range(self.n_tasks):   # each stratum of the cluster with a sample left, task by task
+            cand = self._stratum(arm, t)
+            cand = cand[self.usage.times_used[cand] < self.cfg.max_uses]
+            if len(cand):
+                picks.append(self._order(cand, math.ceil(self.cfg.rate * self.stratum_size[arm, t])))
         chosen = self._within_budget(np.concatenate(picks))
         self._pending = {"round": round_index, "arm": arm, "corr": corr, "summary": summary}
         return self.rng.permutation(chosen)
 
-    def _order(self, cand: np.ndarray) -> np.ndarray:
-        """Candidates, most useful first: IDU descending, ties by id (or softmax sampling)."""
+    def _order(self, cand: np.ndarray, k: int) -> np.ndarray:
+        """The ``k`` most useful candidates, best first: IDU descending, ties by id (or softmax sampling)."""
         if self.cfg.sampling == "softmax":
             keys = self.idu[cand] / self.cfg.temperature + self.rng.gumbel(size=len(cand))
-            return cand[np.argsort(-keys, kind="stable")]
-        return ranked(cand, self.idu, self.id_rank)
+            return cand[np.argsort(-keys, kind="stable")][:k]
+        return ranked(cand, self.idu, self.ids, k=k)
 
     def _within_budget(self, picks: np.ndarray) -> np.ndarray:
         left = self.budget - self.usage.unique_used
         new = picks[self.usage.times_used[picks] == 0]
         if len(new) <= left:
             return picks
-        drop = ranked(new, self.idu, self.id_rank)[left:]
+        drop = ranked(new, self.idu, self.ids)[left:]
         return picks[~np.isin(picks, drop)]
 
     # -- observing -----------------------------------------------------------------------------
@@ -120,7 +134,12 @@ class LeadSelector(Selector):
         reward = float(np.mean(before - losses))
         reward_norm = self.scale(reward)
         self.bandit.update(arm, reward_norm)
+        left, seen = self.eligible_left(), np.unique(indices)
+        was_ok = self.usage.times_used[seen] < self.cfg.max_uses
         n_new = self.usage.record(indices, t)
+        spent = seen[was_ok & (self.usage.times_used[seen] >= self.cfg.max_uses)]   # trained max_uses times now
+        left -= np.bincount(self.cluster[spent], minlength=self.n_arms)
+        self._quantiles.pop(arm, None)   # the only cluster whose IDU changed
         delta = stats.finite_delta or 0.0
         if self.cfg.idu:
             self._remember(arm, delta, stats.grad_sum)
@@ -138,13 +157,17 @@ class LeadSelector(Selector):
 
     def idu_quantiles(self) -> dict[str, list[float]]:
         """Per cluster, the 10/25/50/75/90th percentiles of its finite IDU values (the report draws
-        them round by round: a few floats per cluster, whatever the pool size)."""
+        them round by round: a few floats per cluster, whatever the pool size). Each cluster's are
+        kept until a round trains it, so a round recomputes one cluster's, not the pool's."""
         out = {}
         for k in range(self.n_arms):
-            v = self.idu[self.cluster == k]
-            v = v[np.isfinite(v)]
-            if len(v):
-                out[str(k)] = [round(float(q), 5) for q in np.quantile(v, self.QUANTILES)]
+            if k not in self._quantiles:
+                lo, hi = self.stratum_start[k * self.n_tasks], self.stratum_start[(k + 1) * self.n_tasks]
+                v = self.idu[self.members[lo:hi]]
+                v = v[np.isfinite(v)]
+                self._quantiles[k] = [round(float(q), 5) for q in np.quantile(v, self.QUANTILES)] if len(v) else []
+            if self._quantiles[k]:
+                out[str(k)] = self._quantiles[k]
         return out
 
     def _remember(self, arm: int, delta: float, grad: np.ndarray | None) -> None:
@@ -182,6 +205,7 @@ class LeadSelector(Selector):
     def load_state_dict(self, state: dict) -> None:
         self.idu = np.asarray(state["idu"], dtype=np.float64).copy()
         self.usage.load_state_dict(state["usage"])
+        self._quantiles, self._eligible_left = {}, None
         self.bandit.load_state_dict(state["bandit"])
         self.rng = restore_rng(state["rng"])
         self.scale.load_state_dict(state["scale"])

@@ -17,7 +17,7 @@ import numpy as np
 
 from ..rng import stream
 from ..schema import RunConfig, count_of
-from .base import (Method, PoolView, RoundStats, Selector, UsageTracker, id_ranks, ranked, restore_rng, rng_state,
+from .base import (Method, PoolView, RoundStats, Selector, UsageTracker, ranked, restore_rng, rng_state,
                    round_fields)
 from .clusters import valid_ifd
 
@@ -29,21 +29,17 @@ def static_subset(method: str, view: PoolView, budget: int, seed: int) -> tuple[
         return np.arange(n), {}
     if method == "random":
         return np.sort(stream(seed, "random-subset").choice(n, size=min(budget, n), replace=False)), {}
-    rank = id_ranks(view.ids)
     if method == "ifd":
         score = np.asarray(view.scores["ifd"], dtype=np.float64)
         ok = valid_ifd(score)
-        cand = np.flatnonzero(ok)
-        order = ranked(cand, score, rank)
-        if len(order) < budget:
-            rest = np.flatnonzero(~ok)
+        picked = ranked(np.flatnonzero(ok), score, view.ids, k=budget)
+        if len(picked) < budget:
             closest = -np.where(np.isnan(score), np.inf, score)  # lowest flagged IFD first
-            order = np.concatenate([order, ranked(rest, closest, rank)])
-        picked = order[:budget]
+            picked = np.concatenate([picked, ranked(np.flatnonzero(~ok), closest, view.ids, k=budget - len(picked))])
         return np.sort(picked), {"filled_from_flagged": int((~ok[picked]).sum())}
     if method in ("loss", "less"):
         score = np.asarray(view.scores["u0" if method == "loss" else "less"], dtype=np.float64)
-        return np.sort(ranked(np.arange(n), score, rank)[:budget]), {}
+        return np.sort(ranked(np.arange(n), score, view.ids, k=budget)), {}
     raise ValueError(f"{method!r} is not a static method (random, full, ifd, loss, less)")
 
 

@@ -33,7 +33,7 @@ import numpy as np
 
 from ..rng import stream
 from ..schema import RunConfig, count_of
-from .base import (Method, PoolView, RoundStats, Selector, UsageTracker, id_ranks, ranked, restore_rng, rng_state,
+from .base import (Method, PoolView, RoundStats, Selector, UsageTracker, ranked, restore_rng, rng_state,
                    round_fields)
 from .clusterucb_core import run_clusterucb, top_by_reward
 from .spherical_kmeans import spherical_kmeans
@@ -48,7 +48,7 @@ class TargetedSelector(Selector):
         self.scorer = scorer
         self.n_pool = len(view)
         self.warmup = min(int(warmup_samples), self.n_pool)
-        self.id_rank = id_ranks(view.ids)
+        self.ids = view.ids
         self.rng = stream(seed, "epoch-order")
         self.usage = UsageTracker(self.n_pool)
         self.score = np.full(self.n_pool, np.nan)
@@ -70,7 +70,7 @@ class TargetedSelector(Selector):
         if self.name == "dynamic":
             self.score[:] = self.scorer.target_scores(everything, desc=f"round {round_index}: scoring the pool",
                                                       store=f"round{round_index}")
-            picks = ranked(everything, self.score, self.id_rank)[:self.n]
+            picks = ranked(everything, self.score, self.ids, k=self.n)
             self._pending = {"round": round_index, "phase": "select", "n_scored": self.n_pool}
         else:
             picks = self._clusterucb(round_index)
