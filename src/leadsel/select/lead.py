@@ -67,6 +67,7 @@ class LeadSelector(Selector):
         self.sketch = (CountSketch(cfg.gradient_sketch, int(stream(seed, "gradient-sketch").integers(2**63)))
                        if cfg.gradient_sketch else None)
         self._pending: dict | None = None
+        self.idu_quantiles()   # each cluster's, once: a round then recomputes only the cluster it trained
 
     # -- planning ------------------------------------------------------------------------------
     def eligible_left(self) -> np.ndarray:
