@@ -221,3 +221,64 @@ def test_loc_prints_its_unit():
     assert str(DataError("f.json", Loc(3, "element", 12), "output", "m", "r")) == "f.json: element 3 (line 12): field 'output': m"
     assert str(DataError("f.parquet", Loc(5, "row"), None, "m", "r")) == "f.parquet: row 5: m"
     assert Loc(5, "row") == 5 and str(DataError("f.jsonl", 5, None, "m", "r")) == "f.jsonl:5: m"
+
+
+# --- the array parser's window ------------------------------------------------------------
+
+def _spy_window(monkeypatch, chunk):
+    """Shrink the read window to ``chunk`` characters; record the buffer's length after each read."""
+    import leadsel.data.readers as readers
+
+    monkeypatch.setattr(readers, "_CHUNK", chunk)
+    sizes = []
+    more = readers._Text.more
+
+    def spying(self, keep_from):
+        more(self, keep_from)
+        sizes.append(len(self.buf))
+    monkeypatch.setattr(readers._Text, "more", spying)
+    return sizes
+
+
+def test_one_long_element_does_not_grow_the_window_for_the_rest(tmp_path, monkeypatch):
+    sizes = _spy_window(monkeypatch, 64)
+    recs = [{"instruction": "x" * 2000, "output": "o", "id": "long"}] + \
+        [{"instruction": "i", "output": "o", "id": k} for k in range(400)]
+    p = tmp_path / "a.json"
+    p.write_text(json.dumps(recs))
+    assert len(load_pool(p)[0]) == 401
+    assert max(sizes) < 4 * 2100 and max(sizes[len(sizes) // 2:]) < 4 * 64 + 200
+
+
+def test_a_syntax_error_is_raised_without_reading_the_rest(tmp_path, monkeypatch):
+    sizes = _spy_window(monkeypatch, 64)
+    p = tmp_path / "a.json"
+    p.write_text('[{"instruction": "i", "output": "o"}, {"instruction": "i" "output": "o"}, '
+                 + ", ".join(['{"instruction": "i", "output": "o"}'] * 5000) + "]")
+    err = load_error(p)
+    assert err.reason == "invalid_json" and "after element 1: Expecting ',' delimiter (element 2)" in str(err)
+    assert len(sizes) < 10      # a few windows, not the 180 KB behind the error
+
+
+@pytest.mark.parametrize("chunk", range(8, 72, 3))
+def test_a_number_cut_by_the_window_is_read_whole(tmp_path, monkeypatch, chunk):
+    _spy_window(monkeypatch, chunk)
+    p = tmp_path / "a.json"
+    p.write_text('[{"instruction": "i", "output": "o"}, 12.5e3, {"instruction": "j", "output": "p"}]')
+    samples, report = load_pool(p, on_error="skip")
+    assert [s.messages[0]["content"] for s in samples] == ["i", "j"]
+    assert report.skipped == {"invalid_json": 1} and "got float" in report.examples[0]
+
+
+def test_read_at_the_first_line_of_a_file_with_a_bom(tmp_path):
+    p = tmp_path / "bom.jsonl"
+    p.write_bytes("\ufeff".encode() + _lines(ALPACA))
+    (src,) = expand(p)
+    assert read_at(src, [0])[0] == ALPACA[0]
+
+
+def test_loc_survives_pickling():
+    import pickle
+
+    loc = pickle.loads(pickle.dumps(Loc(4, "element", 9)))
+    assert (int(loc), loc.unit, loc.line) == (4, "element", 9)

@@ -142,3 +142,42 @@ def test_labels_column():
     assert list(lab) == ["b", "a", "b", "c"] and lab[3] == "c" and lab.take([2, 1]).tolist() == ["b", "a"]
     assert lab.to_arrow().to_pylist() == ["b", "a", "b", "c"]
     assert np.asarray(lab).tolist() == ["b", "a", "b", "c"]
+
+
+def test_records_check_the_record_found_is_the_sample(tmp_path, tok):
+    recs = pool_records(6)
+    p = write(tmp_path / "pool.jsonl", recs)
+    st = open_store([p], tok, ENC, tmp_path / "cache")
+    swapped = recs[:2] + [recs[3], recs[2]] + recs[4:]
+    write(p, swapped)   # lines 2 and 3 swapped: sample 2's offset is now line 3's start, r3's record
+    assert st.records([0, 1])[1] == recs[1]
+    with pytest.raises(DataError) as info:
+        st.records([2])
+    assert info.value.reason == "changed_file" and "'r2'" in str(info.value)
+
+
+def test_heldout_check_covers_samples_the_encoding_rejected(tmp_path, tok):
+    recs = pool_records(8)
+    recs[2]["output"] = "hi " * 40
+    p = write(tmp_path / "pool.jsonl", recs)
+    st = open_store([p], tok, Encoding(max_length=24, truncation="drop"), tmp_path / "cache")
+    assert "r2" not in list(st.pool.ids)
+    e = write(tmp_path / "e.jsonl", [dict(recs[2], id="other")])
+    with pytest.raises(ValueError, match="content is also in the pool"):
+        check_heldout(e, load_pool(e)[0], st)
+
+
+def test_tokenize_leaves_a_truncating_backend_to_the_tokenizer(tok):
+    from leadsel.data.encode import tokenize
+
+    text = ["hi there how are you fine thanks"]
+    plain = tokenize(tok, text)
+    tok.backend_tokenizer.enable_truncation(3)
+    assert tokenize(tok, text) == plain == tok(text, add_special_tokens=False)["input_ids"]
+    assert len(plain[0]) == 7
+
+
+def test_columns_take_a_boolean_mask():
+    mask = np.array([True, False, True])
+    assert Strings.of(["a", "b", "c"]).take(mask).tolist() == ["a", "c"]
+    assert Labels.of(["a", "b", "c"]).take(mask).tolist() == ["a", "c"]

@@ -148,7 +148,7 @@ class Session:
         """The pool's responses encoded without their prompts (for IFD), in pool order; built once
         into the token store (by the main process first)."""
         if self._alone is None:
-            with self.accelerator.main_process_first():
+            with self.accelerator.main_process_first(), self.accelerator.local_main_process_first():
                 self._alone = self.store.alone(self.tokenizer, self.encoding, progress=self.cfg.progress)
         return self._alone
 
@@ -174,7 +174,8 @@ class Session:
             eval_paths[Path(p).name.split(".")[0]] = Path(p)
         self.eval_paths = eval_paths
         # every process needs the token store: built by the main process first (a shared cache then
-        # serves all), and on a node with a cache of its own by that node's main process first
+        # serves all; _load_data runs under main_process_first), and on a machine with a cache of its
+        # own by that machine's main process first
         with self.accelerator.local_main_process_first():
             self.store = open_store(paths, self.tokenizer, self.encoding, cache_root(self.cfg.cache_dir),
                                     fmt=dc.format, on_error=dc.on_error, split=dc.split, progress=self.cfg.progress)

@@ -14,6 +14,12 @@ import numpy as np
 from ..utils import fingerprint
 
 
+def _positions(indices) -> np.ndarray:
+    """Integer positions; a boolean mask becomes the positions where it is True."""
+    idx = np.asarray(indices)
+    return np.flatnonzero(idx) if idx.dtype == bool else idx.astype(np.int64, copy=False)
+
+
 class Strings(Sequence):
     """Strings stored as ``blob`` (uint8, UTF-8 bytes back to back) and ``ends`` (int64, where each ends)."""
 
@@ -70,7 +76,7 @@ class Strings(Sequence):
         return list(self)
 
     def take(self, indices) -> "Strings":
-        idx = np.asarray(indices, dtype=np.int64)
+        idx = _positions(indices)
         starts = np.concatenate([[0], self.ends[:-1]])[idx] if len(self) else np.zeros(0, np.int64)
         lengths = self.ends[idx] - starts
         ends = np.cumsum(lengths, dtype=np.int64)
@@ -134,7 +140,7 @@ class Labels(Sequence):
         return list(self)
 
     def take(self, indices) -> "Labels":
-        return Labels(self.codes[np.asarray(indices, dtype=np.int64)], self.names)
+        return Labels(self.codes[_positions(indices)], self.names)
 
     def to_arrow(self):
         import pyarrow as pa

@@ -185,7 +185,8 @@ def tokenize(tok, texts: list[str]) -> list[list[int]]:
     if not texts:
         return []
     backend = getattr(tok, "backend_tokenizer", None)
-    if backend is not None:
+    # a backend set to truncate or pad (tokenizer.json can say so) is left to tok(), which turns that off
+    if backend is not None and backend.truncation is None and backend.padding is None:
         return [e.ids for e in backend.encode_batch(texts, add_special_tokens=False)]
     return tok(texts, add_special_tokens=False)["input_ids"]
 

@@ -32,6 +32,7 @@ from .records import DataError, Loc
 GZIP_MAGIC, ZSTD_MAGIC, PARQUET_MAGIC = b"\x1f\x8b", b"\x28\xb5\x2f\xfd", b"PAR1"
 _DATASET_MARKERS = ("dataset_info.json", "dataset_dict.json", "state.json")
 _CHUNK = 1 << 20
+_TAIL = 64    # characters from a window's end within which a parse may have been cut by the window
 _WS = re.compile(r"[ \t\n\r]*")
 
 Entry = tuple[int, Union[int, Loc], Union[dict, DataError]]
@@ -199,12 +200,17 @@ class _Text:
         self.reader = io.TextIOWrapper(fh, encoding="utf-8-sig", errors="strict")
         self.buf, self.eof, self.mark, self.mark_line = "", False, 0, 1
 
-    def more(self, keep_from: int) -> None:
-        """Drop the text before buffer index ``keep_from`` and read the next chunk (none at the end)."""
+    def drop(self, keep_from: int) -> None:
+        """Forget the text before buffer index ``keep_from`` (parsed already)."""
         self.line_at(keep_from)
-        left = len(self.buf) - keep_from
-        chunk = "" if self.eof else self.reader.read(max(_CHUNK, 2 * left))  # doubles for a long element
-        self.buf, self.mark = self.buf[keep_from:] + chunk, 0
+        self.buf, self.mark = self.buf[keep_from:], 0
+
+    def more(self, keep_from: int) -> None:
+        """Drop the text before ``keep_from`` and read on: at least a chunk, and as much again as is
+        left unparsed (so an element longer than a chunk is read in doubling steps); none at the end."""
+        self.drop(keep_from)
+        chunk = "" if self.eof else self.reader.read(max(_CHUNK, len(self.buf)))
+        self.buf += chunk
         self.eof = self.eof or not chunk
 
     def line_at(self, i: int) -> int:
@@ -257,10 +263,12 @@ def _array_elements(t: _Text, decoder, file: str, meter, raw_fh) -> Iterator[Ent
         while True:
             try:
                 value, end = decoder.raw_decode(t.buf, i)
-                if end < len(t.buf) or t.eof:
-                    break  # a number at the buffer's end may go on in the next chunk
+                # a number (or the text after it) near the window's end may go on in the next chunk
+                if t.eof or (end < len(t.buf) - _TAIL if isinstance(value, (int, float)) else end < len(t.buf)):
+                    break
             except json.JSONDecodeError as e:
-                if t.eof:
+                # only an error at the window's end (or a string it cut) can be the window's fault
+                if t.eof or not (e.pos >= len(t.buf) - _TAIL or e.msg.startswith("Unterminated string")):
                     raise broken(e.pos, f"{e.msg} (element {k + 1})") from None
             t.more(i)
             i = 0
@@ -272,7 +280,7 @@ def _array_elements(t: _Text, decoder, file: str, meter, raw_fh) -> Iterator[Ent
         if k % 256 == 0:
             meter(raw_fh.tell())
         if i > _CHUNK:
-            t.more(i)   # keep the window small: drop what is parsed
+            t.drop(i)   # keep the window small: forget what is parsed
             i = 0
 
 
@@ -330,7 +338,7 @@ def read_at(src: Source, positions: Iterable[int]) -> dict[int, dict]:
         with open(src.path, "rb") as fh:
             for pos in wanted:
                 fh.seek(pos)
-                out[pos] = parse_line(fh.readline(), src.name, 0)
+                out[pos] = parse_line(fh.readline(), src.name, 1 if pos == 0 else 0)  # line 1: its BOM
         return out
     want = set(wanted)
     out = {pos: rec for pos, _, rec in read_entries(src) if pos in want}

@@ -61,6 +61,9 @@ class Loc(int):
         loc.unit, loc.line = unit, line
         return loc
 
+    def __reduce__(self):
+        return Loc, (int(self), self.unit, self.line)
+
     def where(self, file: str) -> str:
         return f"{file}: {self.unit} {int(self)}" + (f" (line {self.line})" if self.line else "")
 

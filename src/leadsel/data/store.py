@@ -37,12 +37,12 @@ import numpy as np
 from ..utils import atomic_save_npz, atomic_write_json, fingerprint
 from .columns import Labels, Strings
 from .encode import EncodedPool, PoolBuilder, finish_batch, prepare_batch, tokenize
-from .load import LoadReport, Seen, _make_sample, iter_samples, sources_of
+from .load import LoadReport, Seen, _as_paths, _make_sample, iter_samples, sources_of
 from .overlap import sample_key
 from .readers import Source, read_entries
 from .records import DataError, Sample, id_hash
 
-STORE_VERSION = 1
+STORE_VERSION = 2
 BATCH = 512            # samples per tokenizer call
 
 
@@ -105,7 +105,9 @@ class TokenStore:
         self.sources = [Source(Path(s["path"]), s["kind"], s["label"], s["split"]) for s in self.meta["sources"]]
         with np.load(root / "columns.npz", allow_pickle=False) as z:
             c = {k: z[k] for k in z.files}
-        self.file_no, self.pos, self.key_hash, self.id_hash = c["file_no"], c["pos"], c["key_hash"], c["id_hash"]
+        self.file_no, self.pos, self.line = c["file_no"], c["pos"], c["line"]
+        self.id_hash = c["id_hash"]            # the kept samples' ids'
+        self.key_hash = c["loaded_key_hash"]   # every loaded sample's content key (rejected ones too)
         n_tokens = int(c["offsets"][-1])
         self.pool = EncodedPool(_mapped(root / "tokens.i32", np.int32, n_tokens),
                                 _mapped(root / "mask.u8", np.bool_, n_tokens), c["offsets"], c["index"],
@@ -133,8 +135,13 @@ class TokenStore:
         for f, members in by_file.items():
             recs = read_at(self.sources[f], (self.pos[i] for i in members))
             for i in members:
-                found[i] = recs[int(self.pos[i])]
-        return [self._checked(i, found[i]) for i in indices.tolist()]
+                rec = recs.get(int(self.pos[i]))
+                if rec is None:
+                    raise DataError(self.sources[f].name, 0, None, f"sample {self.pool.ids[i]!r} is no longer in the "
+                                    "file: it changed after it was loaded", "changed_file")
+                self._sample(i, rec)   # the record there is still the sample's (its id checked)
+                found[i] = rec
+        return [found[i] for i in indices.tolist()]
 
     def samples(self, indices) -> list[Sample]:
         """The samples at pool positions ``indices``, in that order, read back from their files."""
@@ -155,7 +162,7 @@ class TokenStore:
                         yield out
                         out = []
         if i != n:
-            raise DataError(self.sources[-1].name, 0, None, f"only {i} of the pool's {n} samples were found again: "
+            raise DataError(self.sources[int(self.file_no[i])].name, 0, None, f"only {i} of the pool's {n} samples were found again: "
                             "the pool's files changed while the run read them", "changed_file")
         if out:
             yield out
@@ -166,37 +173,32 @@ class TokenStore:
         enc = Encoding(enc.max_length, enc.supervise, enc.truncation, alone=True)
         out = self.root / f"alone-{fingerprint(enc.__dict__, tokenizer_fingerprint(tok))}"
         if not (out / "offsets.npy").is_file():
-            from tqdm.auto import tqdm
-
-            tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=self.root))
-            try:
-                with open(tmp / "tokens.i32", "wb") as tok_fh, open(tmp / "mask.u8", "wb") as mask_fh, \
-                        tqdm(total=len(self.pool), desc="encoding responses alone", unit="sample",
-                             dynamic_ncols=True, disable=not progress) as bar:
-                    builder = PoolBuilder(_writer(tok_fh, mask_fh))
-
-                    def kept(batch: list[Sample], js: list[int]) -> None:
-                        if len(js) != len(batch):
-                            raise RuntimeError("the response-alone encoding rejected samples the full encoding kept")
-                        bar.update(len(batch))
-                    enc.stream(self.iter_samples(), tok, builder, kept)
-                np.save(tmp / "offsets.npy", builder.offsets())
-                try:
-                    os.replace(tmp, out)
-                except OSError:  # built concurrently
-                    shutil.rmtree(tmp, ignore_errors=True)
-            except BaseException:
-                shutil.rmtree(tmp, ignore_errors=True)
-                raise
+            _publish(out, lambda tmp: self._build_alone(tmp, tok, enc, progress))
         offsets = np.load(out / "offsets.npy")
         n = int(offsets[-1])
         p = self.pool
         return EncodedPool(_mapped(out / "tokens.i32", np.int32, n), _mapped(out / "mask.u8", np.bool_, n), offsets,
                            p.index, p.ids, p.sources, stored_fingerprint=fingerprint(p.fingerprint(), out.name))
 
+    def _build_alone(self, out: Path, tok, enc: Encoding, progress: bool) -> None:
+        from tqdm.auto import tqdm
+
+        with open(out / "tokens.i32", "wb") as tok_fh, open(out / "mask.u8", "wb") as mask_fh, \
+                tqdm(total=len(self.pool), desc="encoding responses alone", unit="sample", dynamic_ncols=True,
+                     disable=not progress) as bar:
+            builder = PoolBuilder(_writer(tok_fh, mask_fh))
+
+            def kept(batch: list[Sample], js: list[int]) -> None:
+                if len(js) != len(batch):
+                    raise RuntimeError("the response-alone encoding rejected samples the full encoding kept")
+                bar.update(len(batch))
+            enc.stream(self.iter_samples(), tok, builder, kept)
+        np.save(out / "offsets.npy", builder.offsets())
+
     def _sample(self, i: int, rec) -> Sample:
         src = self.sources[int(self.file_no[i])]
-        s = _make_sample(self._checked(i, rec), self.meta["load"]["formats"][src.name], src, int(self.pos[i]), 0)
+        s = _make_sample(self._checked(i, rec), self.meta["load"]["formats"][src.name], src, int(self.pos[i]),
+                         int(self.line[i]))
         if s.id != self.pool.ids[i]:
             raise DataError(src.name, 0, None, f"the record at position {int(self.pos[i])} now has id {s.id!r}, "
                             f"not {self.pool.ids[i]!r}: the file changed after it was loaded", "changed_file")
@@ -244,35 +246,48 @@ def store_fingerprint(sources: list[Source], tok, enc: Encoding, fmt: str, on_er
 
 
 def open_store(paths, tok, enc: Encoding, cache: Path, *, fmt: str = "auto", on_error: str = "raise",
-               split: str = "train", progress: bool = False, log: Callable[[str], None] = print) -> TokenStore:
+               split: str = "train", progress: bool = False) -> TokenStore:
     """The pool of ``paths`` as a :class:`TokenStore`: opened when one with the same fingerprint
     exists under ``cache/pools``, else built (streamed; progress bar in bytes with rate and ETA)."""
+    paths = _as_paths(paths)
     sources = sources_of(paths, split)
     fp = store_fingerprint(sources, tok, enc, fmt, on_error)
     root = Path(cache) / "pools" / fp
-    if (root / "meta.json").is_file():
-        return TokenStore(root)
-    root.parent.mkdir(parents=True, exist_ok=True)
-    _remove_stale(root.parent, fp)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{fp}.tmp-", dir=root.parent))
-    try:
-        _build(tmp, paths, sources, tok, enc, fmt, on_error, split, progress, fp)
-        try:
-            os.replace(tmp, root)
-        except OSError:  # built concurrently by another process: keep that one
-            shutil.rmtree(tmp, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    if not (root / "meta.json").is_file():
+        _publish(root, lambda tmp: _build(tmp, paths, sources, tok, enc, fmt, on_error, split, progress, fp))
     return TokenStore(root)
 
 
-def _remove_stale(parent: Path, fp: str, idle_s: float = 600.0) -> None:
-    """Remove what killed builds of this store left (a live build writes to its files continuously)."""
+def _publish(root: Path, build: Callable[[Path], None]) -> None:
+    """Build a directory under a temporary name beside ``root`` and rename it into place (another
+    process that built the same one first wins: its copy is kept); nothing is left on failure."""
+    root.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale(root.parent, root.name)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.tmp-", dir=root.parent))
+    try:
+        os.chmod(tmp, 0o755)   # mkdtemp's 0700 would hide a shared cache's store from other users
+        build(tmp)
+        try:
+            os.replace(tmp, root)
+        except OSError:
+            if not root.is_dir():
+                raise
+            shutil.rmtree(tmp, ignore_errors=True)   # built concurrently: keep that one
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _remove_stale(parent: Path, name: str, idle_s: float = 3600.0) -> None:
+    """Remove what killed builds of ``name`` left: temporary directories unchanged for an hour (a
+    live build appends to its files as it goes)."""
     import time
 
-    for tmp in parent.glob(f".{fp}.tmp-*"):
-        newest = max([f.stat().st_mtime for f in tmp.iterdir()] + [tmp.stat().st_mtime])
+    for tmp in parent.glob(f".{name}.tmp-*"):
+        try:
+            newest = max([f.stat().st_mtime for f in tmp.iterdir()] + [tmp.stat().st_mtime])
+        except OSError:   # removed meanwhile by another process
+            continue
         if time.time() - newest > idle_s:
             shutil.rmtree(tmp, ignore_errors=True)
 
@@ -287,15 +302,14 @@ def _build(out: Path, paths, sources: list[Source], tok, enc: Encoding, fmt: str
                disable=not progress)
     meter = (lambda n: bar.update(n - bar.n))
     names: dict[str, int] = {}
-    codes, keys = array("i"), array("Q")   # per kept sample: its source's code, its content key's hash
+    codes, keys = array("i"), array("Q")   # per kept sample its source's code; per loaded one its content key's hash
     with open(out / "tokens.i32", "wb") as tok_fh, open(out / "mask.u8", "wb") as mask_fh:
         builder = PoolBuilder(_writer(tok_fh, mask_fh))
 
         def kept(batch: list[Sample], js: list[int]) -> None:
+            keys.extend(id_hash(sample_key(s)) for s in batch)   # held-out sets must not share a rejected one either
             for j in js:
-                s = batch[j]
-                codes.append(names.setdefault(s.source, len(names)))
-                keys.append(id_hash(sample_key(s)))
+                codes.append(names.setdefault(batch[j].source, len(names)))
             bar.set_postfix(samples=len(seen), refresh=False)
 
         samples = iter_samples(paths, fmt=fmt, on_error=on_error, split=split, report=report, seen=seen, meter=meter)
@@ -312,9 +326,10 @@ def _build(out: Path, paths, sources: list[Source], tok, enc: Encoding, fmt: str
     offsets = builder.offsets()
     atomic_save_npz(out / "columns.npz", offsets=offsets, index=index, id_blob=ids.blob, id_ends=ids.ends,
                     id_hash=np.frombuffer(seen.id_hash, dtype=np.uint64)[index],
-                    key_hash=np.frombuffer(keys, dtype=np.uint64),
+                    loaded_key_hash=np.frombuffer(keys, dtype=np.uint64),
                     file_no=np.frombuffer(seen.file_no, dtype=np.int32)[index],
-                    pos=np.frombuffer(seen.pos, dtype=np.int64)[index], source_codes=source_codes)
+                    pos=np.frombuffer(seen.pos, dtype=np.int64)[index],
+                    line=np.frombuffer(seen.line, dtype=np.int64)[index], source_codes=source_codes)
     encoding = builder.report()
     pool_fp = fingerprint("pool", fp, ids.digest())
     atomic_write_json(out / "meta.json", {
