@@ -8,8 +8,8 @@ runs, so a second run of the script reuses them): messages-format JSONL, 8 sourc
 about 150 tokens per sample under the bundled SmolLM2 tokenizer (a user turn of 35 words and an
 assistant turn of 75, each word one of the tokenizer's own single-token words, drawn with Zipf
 frequencies -- word r of the vocabulary, in merge order, with weight 1/(r + 3) -- as in natural
-text, so the tokenizer's word cache behaves as it does on real data; uniform draws over 20k words
-made tokenizing 3.6x slower per token than real text). Every measurement is a fresh ``leadsel
+text, so the tokenizer's word cache behaves as it does on real data; uniform draws over ~20k words
+defeat that cache and tokenized several times slower per token than real text in a trial here). Every measurement is a fresh ``leadsel
 validate`` process; its peak resident set is the process's own high-water mark (``VmHWM`` in
 ``/proc/self/status``, read as it exits: the figure ``/usr/bin/time -v`` reports, without the
 parent's memory that a forked child's ``ru_maxrss`` starts from). The token store goes to a cache
