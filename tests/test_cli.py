@@ -24,7 +24,7 @@ def ckpt(tmp_path_factory):
 def test_help_lists_commands():
     out = leadsel("--help")
     assert out.returncode == 0
-    for cmd in ("demo", "run", "compare", "eval", "score", "validate", "build-pool", "config"):
+    for cmd in ("demo", "run", "compare", "eval", "score", "export", "validate", "build-pool", "config"):
         assert cmd in out.stdout
 
 

@@ -1,6 +1,6 @@
 """``leadsel``: one command line over the Python API.
 
-    leadsel demo | run | compare | score | eval | report | validate | build-pool | config
+    leadsel demo | run | compare | score | eval | report | export | validate | build-pool | config
 
 One handler per command; each command's flags are documented once, in its argparse help
 (``leadsel COMMAND --help``); docs/cli.md says what each command does and writes.
@@ -105,6 +105,13 @@ def cmd_report(args) -> int:
     from .report import write_report
 
     print(f"-> {write_report(args.path, args.output)}")
+    return 0
+
+
+def cmd_export(args) -> int:
+    from .export import export_run
+
+    print(json.dumps(export_run(args.run_dir, args.to, args.out, overwrite=args.overwrite), indent=2))
     return 0
 
 
@@ -296,6 +303,16 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("path", help="a run directory (holding run.json) or a comparison directory (its output_dir)")
     sp.add_argument("-o", "--output", metavar="FILE", help="where to write (default: PATH/report.html)")
     sp.set_defaults(fn=cmd_report)
+    sp = sub.add_parser("export", help="a finished run's selected samples as a dataset for your own trainer",
+                        description="Write RUN_DIR's selection (the distinct samples it trained, in pool order) to "
+                                    "OUT: jsonl keeps their input schema (selected.jsonl); parquet and hf (a datasets "
+                                    "directory for load_from_disk) hold id, source, messages (the conversational shape "
+                                    "TRL's SFTTrainer reads), times_used and first_round.")
+    sp.add_argument("run_dir", help="a finished run directory")
+    sp.add_argument("--to", required=True, choices=("jsonl", "parquet", "hf"), help="the output's format")
+    sp.add_argument("out", help="the file (jsonl, parquet) or directory (hf) to write")
+    sp.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
+    sp.set_defaults(fn=cmd_export)
     add("validate", cmd_validate, "load and encode a pool; report formats, skipped and rejected samples",
         "optional")
     add("build-pool", cmd_build_pool, "build the bundled real pool and its held-out splits", "optional")
