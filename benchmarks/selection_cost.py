@@ -41,15 +41,13 @@ PEERS = ("iterit", "less", "dynamic", "clusterucb")
 
 def selection_cost(run_dir: Path) -> dict:
     """Selection passes and seconds of a finished run (see the module docstring)."""
+    from leadsel.cost import recorded_by_run
+
     man = json.loads((run_dir / "run.json").read_text(encoding="utf-8"))
     rows = [json.loads(x) for x in (run_dir / "rounds.jsonl").read_text(encoding="utf-8").splitlines() if x.strip()]
-    p = man["passes"]
-
-    def total(kind: str) -> int:
-        return sum(v for stage, v in p.get(kind, {}).items() if stage != "train" and not stage.startswith("eval-"))
-
+    passes = recorded_by_run(run_dir)
     return {"method": man["method"], "rounds": len(rows), "trained": sum(r["n_selected"] for r in rows),
-            "forward": total("forward") + total("cached_forward"), "backward": total("backward") + total("cached_backward"),
+            "forward": sum(passes["forward"].values()), "backward": sum(passes["backward"].values()),
             "seconds": man["stages"]["offline"]["seconds"] + sum(r.get("select_seconds") or 0.0 for r in rows)}
 
 

@@ -194,8 +194,7 @@ def cmd_validate(args) -> int:
     cfg = _config(args)
     tok = _tokenizer(cfg)
     paths = cfg.data.paths or [str(build_bundled(cfg, tok).pool)]
-    e = cfg.encoding
-    store = open_store(paths, tok, Encoding(e.max_length, e.supervise, e.truncation), cache_root(cfg.cache_dir),
+    store = open_store(paths, tok, Encoding.of(cfg.encoding), cache_root(cfg.cache_dir),
                        fmt=cfg.data.format, on_error=cfg.data.on_error, split=cfg.data.split, progress=cfg.progress)
     print(json.dumps({"load": store.load_report.to_dict(), "encoding": store.encoding_report,
                       "token_store": str(store.root)}, indent=2))

@@ -32,8 +32,14 @@ per token.
 """
 from __future__ import annotations
 
+import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .schema import count_of
 
 LEAD_FAMILY = ("lead", "lead-no-idu", "lead-no-task", "lead-no-bandit")
 
@@ -111,7 +117,7 @@ class TokenCosts:
     forward_backward_s: float
     tokens: float              # a pool sample, prompt and response
     alone_tokens: float        # its response alone
-    val_tokens: float = field(default=0.0)
+    val_tokens: float = 0.0
 
     def per_sample(self, over: str) -> float:
         return {"pool": self.tokens, "subset": self.tokens, "warmup": self.tokens, "alone": self.alone_tokens,
@@ -143,13 +149,7 @@ def sizes_of_run(run_dir) -> Sizes:
     """The sizes a finished run's selection work depends on, from its run.json, rounds.jsonl and
     scores.parquet (IterIT's windows from the candidates its first epoch ranked; ClusterUCB's draws
     from its gradient clusters' sizes)."""
-    import json
-    from pathlib import Path
-
-    import numpy as np
     import pyarrow.parquet as pq
-
-    from .schema import count_of
 
     run_dir = Path(run_dir)
     man = json.loads((run_dir / "run.json").read_text(encoding="utf-8"))
@@ -174,9 +174,6 @@ def sizes_of_run(run_dir) -> Sizes:
 def recorded_by_run(run_dir) -> dict[str, dict[str, int]]:
     """run.json's selection passes per stage, as :func:`recorded` gives a formula's: cached passes
     included (the method needs them all the same), training and evaluation left out."""
-    import json
-    from pathlib import Path
-
     p = json.loads((Path(run_dir) / "run.json").read_text(encoding="utf-8"))["passes"]
     out: dict[str, dict[str, int]] = {}
     for key in ("forward", "backward"):

@@ -22,7 +22,8 @@ import numpy as np
 
 from .data.formats import detect_format, to_messages
 from .data.load import write_records
-from .data.readers import parse_line
+from .data.readers import Source, read_entries
+from .data.records import DataError
 from .utils import atomic_open
 
 FORMATS = ("jsonl", "parquet", "hf")
@@ -38,13 +39,10 @@ def selected_rows(run_dir: Path) -> tuple[list[dict], list[dict]]:
     if not path.is_file():
         raise FileNotFoundError(f"{path} is missing: the run directory is incomplete")
     records = []
-    with open(path, "rb") as fh:
-        for line_no, raw in enumerate(fh, start=1):
-            if raw.strip():
-                rec = parse_line(raw, str(path), line_no)
-                if not isinstance(rec, dict):
-                    raise rec
-                records.append((line_no, rec))
+    for _, line_no, rec in read_entries(Source(path, "jsonl", "selected")):
+        if isinstance(rec, DataError):
+            raise rec
+        records.append((line_no, rec))
     import pyarrow.parquet as pq
 
     cols = pq.read_table(run_dir / "scores.parquet", columns=["id", "source", "times_used", "first_round"]).to_pydict()

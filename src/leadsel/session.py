@@ -141,8 +141,7 @@ class Session:
 
     @property
     def encoding(self) -> Encoding:
-        e = self.cfg.encoding
-        return Encoding(e.max_length, e.supervise, e.truncation)
+        return Encoding.of(self.cfg.encoding)
 
     def alone_pool(self) -> EncodedPool:
         """The pool's responses encoded without their prompts (for IFD), in pool order; built once

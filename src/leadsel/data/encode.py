@@ -20,8 +20,8 @@ from __future__ import annotations
 
 from array import array
 from collections import Counter
-from itertools import chain
 from dataclasses import dataclass, field
+from itertools import chain
 from typing import Sequence
 
 import numpy as np
@@ -144,6 +144,12 @@ def _truncate(ids: list[int], sup: list[bool], max_length: int) -> tuple[list[in
 
 
 MAX_REJECTED_IDS = 20
+TRUNCATIONS = ("left_prompt", "drop")
+
+
+def check_truncation(truncation: str) -> None:
+    if truncation not in TRUNCATIONS:
+        raise ValueError(f"encoding.truncation: {truncation!r} is not one of {', '.join(TRUNCATIONS)}")
 
 
 def encode_batch(samples: Sequence[Sample], tok, max_length: int, supervise: str = "last",
@@ -152,8 +158,7 @@ def encode_batch(samples: Sequence[Sample], tok, max_length: int, supervise: str
     set, or the reason it is rejected (``too_long``, ``no_response_tokens``). One tokenizer call
     for the batch; :func:`prepare_batch`, :func:`tokenize` and :func:`finish_batch` are its steps
     (the token store runs the tokenizer of one batch while it prepares the next)."""
-    if truncation not in ("left_prompt", "drop"):
-        raise ValueError(f"encoding.truncation: {truncation!r} is not one of left_prompt, drop")
+    check_truncation(truncation)
     prepared = prepare_batch(samples, tok, supervise, alone)
     return finish_batch(prepared, tokenize(tok, prepared.texts), max_length, truncation)
 

@@ -130,7 +130,7 @@ def iter_samples(paths: PathLike | Sequence[PathLike], *, fmt: str = "auto", on_
         yield from loader(entries, src, file_no, fmt, report, seen)
         done += src.size()
     if not len(seen):
-        names = ", ".join(str(p) for p in _as_paths(paths))
+        names = ", ".join(str(p) for p in paths)
         detail = f"; skipped {report.skipped}" if report.skipped else ""
         raise DataError(names, 0, None, f"the pool is empty: no samples loaded{detail}", "empty_pool")
     report.n_loaded = len(seen)

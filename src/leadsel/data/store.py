@@ -23,12 +23,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-from array import array
 import os
 import shutil
 import tempfile
+from array import array
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
@@ -36,10 +36,10 @@ import numpy as np
 
 from ..utils import atomic_save_npz, atomic_write_json, fingerprint
 from .columns import Labels, Strings
-from .encode import EncodedPool, PoolBuilder, finish_batch, prepare_batch, tokenize
+from .encode import EncodedPool, PoolBuilder, check_truncation, finish_batch, prepare_batch, tokenize
 from .load import LoadReport, Seen, _as_paths, _make_sample, iter_samples, sources_of
 from .overlap import sample_key
-from .readers import Source, read_entries
+from .readers import Source, read_at, read_entries
 from .records import DataError, Sample, id_hash
 
 STORE_VERSION = 2
@@ -54,6 +54,11 @@ class Encoding:
     truncation: str = "left_prompt"
     alone: bool = False
 
+    @classmethod
+    def of(cls, encoding) -> "Encoding":
+        """From a config's ``encoding`` section."""
+        return cls(encoding.max_length, encoding.supervise, encoding.truncation)
+
     def stream(self, batches: Iterable[list[Sample]], tok, builder: PoolBuilder,
                kept: Callable[[list[Sample], list[int]], None] = lambda batch, js: None) -> None:
         """Encode ``batches`` into ``builder`` in order, tokenizing each batch in a second thread
@@ -61,8 +66,7 @@ class Encoding:
         positions)`` hears which samples of each batch were kept."""
         from concurrent.futures import ThreadPoolExecutor
 
-        if self.truncation not in ("left_prompt", "drop"):
-            raise ValueError(f"encoding.truncation: {self.truncation!r} is not one of left_prompt, drop")
+        check_truncation(self.truncation)
         done = len(builder.lengths) + sum(builder.rejected.values())
 
         def finish(batch, prepared, tokens) -> None:
@@ -125,13 +129,20 @@ class TokenStore:
 
     def records(self, indices) -> list[dict]:
         """The input records (their own schema) of pool positions ``indices``, in that order."""
-        from .readers import read_at
+        return [rec for rec, _ in self._read(indices)]
 
+    def samples(self, indices) -> list[Sample]:
+        """The samples at pool positions ``indices``, in that order, read back from their files."""
+        return [s for _, s in self._read(indices)]
+
+    def _read(self, indices) -> list[tuple[dict, Sample]]:
+        """(record, sample) of each pool position, read back from the files and checked to still be
+        that sample (its id)."""
         indices = np.asarray(indices, dtype=np.int64)
         by_file: dict[int, list[int]] = defaultdict(list)
         for i in indices.tolist():
             by_file[int(self.file_no[i])].append(i)
-        found: dict[int, dict] = {}
+        found: dict[int, tuple[dict, Sample]] = {}
         for f, members in by_file.items():
             recs = read_at(self.sources[f], (self.pos[i] for i in members))
             for i in members:
@@ -139,13 +150,8 @@ class TokenStore:
                 if rec is None:
                     raise DataError(self.sources[f].name, 0, None, f"sample {self.pool.ids[i]!r} is no longer in the "
                                     "file: it changed after it was loaded", "changed_file")
-                self._sample(i, rec)   # the record there is still the sample's (its id checked)
-                found[i] = rec
+                found[i] = (rec, self._sample(i, rec))
         return [found[i] for i in indices.tolist()]
-
-    def samples(self, indices) -> list[Sample]:
-        """The samples at pool positions ``indices``, in that order, read back from their files."""
-        return [self._sample(i, rec) for i, rec in zip(np.asarray(indices).tolist(), self.records(indices))]
 
     def iter_samples(self, batch: int = BATCH) -> Iterator[list[Sample]]:
         """Every pool sample in pool order, read back from the files in one pass, ``batch`` at a time."""
@@ -169,8 +175,8 @@ class TokenStore:
 
     def alone(self, tok, enc: Encoding, progress: bool = False) -> EncodedPool:
         """The pool's responses encoded without their prompts (for IFD), in pool order: streamed from
-        the files into ``alone/`` inside the store once, memory-mapped after."""
-        enc = Encoding(enc.max_length, enc.supervise, enc.truncation, alone=True)
+        the files into ``alone-<fingerprint>/`` inside the store once, memory-mapped after."""
+        enc = replace(enc, alone=True)
         out = self.root / f"alone-{fingerprint(enc.__dict__, tokenizer_fingerprint(tok))}"
         if not (out / "offsets.npy").is_file():
             _publish(out, lambda tmp: self._build_alone(tmp, tok, enc, progress))
