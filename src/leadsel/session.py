@@ -115,6 +115,26 @@ class Session:
                 s._load_data()
         return s
 
+    @classmethod
+    def around(cls, cfg: RunConfig, accelerator: Accelerator, model, tokenizer, model_path: str, precision: str,
+               method: str, resume: bool = False) -> "Session":
+        """A session around a model, tokenizer and accelerator the caller already holds (the HF
+        plug-in's, :mod:`leadsel.hf`): nothing is loaded but the data, as :meth:`open` loads it."""
+        run_dir = Path(cfg.output_dir)
+        if accelerator.is_main_process:
+            run_dir.mkdir(parents=True, exist_ok=True)
+        manifest = RunManifest(run_dir, to_dict(cfg), cfg.seed, method, resume=resume,
+                               record=accelerator.is_main_process)
+        s = cls(cfg=cfg, run_dir=run_dir, manifest=manifest, accelerator=accelerator, model_path=model_path,
+                tokenizer=tokenizer, model=model, precision=precision)
+        s.cache = ScoreCache(cache_root(cfg.cache_dir), enabled=cfg.scoring.cache)
+        with s.manifest.stage("model"):
+            s._record_model(why="the plug-in's trainer holds the model", weights_why="as given")
+        with s.manifest.stage("data"):
+            with accelerator.main_process_first():
+                s._load_data()
+        return s
+
     @property
     def pad_id(self) -> int:
         return self.tokenizer.pad_token_id
@@ -130,12 +150,18 @@ class Session:
         # (which draws from torch's generator) or read from the cache, on every process
         set_seed(self.cfg.seed)
         self.model = load_model(self.model_path, mc.finetuning, mc.lora, weights).to(device)
+        self._record_model(why, weights_why, weights)
+
+    def _record_model(self, why: str, weights_why: str, weights: str | None = None) -> None:
+        """The model's identity (for score caches) and its description in run.json."""
         self.base_fp = model_fingerprint(self.model, self.model_path)
         trainable = sum(p.numel() for p in self.model.parameters() if p.requires_grad)
         total = sum(p.numel() for p in self.model.parameters())
-        self.manifest.update("model", name=mc.name, path_fingerprint=self.base_fp, finetuning=mc.finetuning,
-                             precision=self.precision, precision_reason=why, weights=weights,
-                             weights_reason=weights_why, device=str(device),
+        self.manifest.update("model", name=self.cfg.model.name if weights else self.model_path,
+                             path_fingerprint=self.base_fp, finetuning=self.cfg.model.finetuning,
+                             precision=self.precision, precision_reason=why,
+                             weights=weights or str(next(self.model.parameters()).dtype).removeprefix("torch."),
+                             weights_reason=weights_why, device=str(self.accelerator.device),
                              num_processes=self.accelerator.num_processes, trainable_parameters=trainable,
                              total_parameters=total)
 

@@ -13,6 +13,8 @@ knows which method is selecting.
     columns() -> per-sample columns of scores.parquet (times_used, first_round, ...)
     planned_samples -> samples the method will train in all (for a schedule's length), or None
         when its rounds decide as they go (LEAD)
+    max_rounds, max_round_samples -> the most rounds it takes and the most samples a round trains
+        (the HF plug-in sizes its epochs with them; LEAD and the static methods have them)
 
 Every selector declares ``Selector`` as its base. A method is registered by a :class:`Method`
 entry in its selector's module (:mod:`.registry` collects them).
@@ -83,12 +85,14 @@ class Method:
     loss, ifd: warm-up IFD, emb: embeddings, less: warm-up LESS scores, ifd_base: base-model IFD).
     ``reads_text``: it reads the pool's response texts. ``fixed_length``: it knows in advance how
     many samples it will train (its ``planned_samples``), so a linear or cosine schedule can be
-    sized."""
+    sized. ``online``: its ``plan()`` scores the pool with the model being trained (through the
+    scorer), so it runs only in leadsel's own loop."""
     name: str
     build: Callable[..., tuple[Selector, dict]]
     needs: Callable[..., frozenset[str]] = lambda cfg: frozenset()
     reads_text: bool = False
     fixed_length: bool = True
+    online: bool = False
 
 
 class UsageTracker:

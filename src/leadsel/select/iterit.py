@@ -101,4 +101,5 @@ def build_iterit(cfg: RunConfig, view: PoolView, scorer=None) -> tuple[IterITSel
 
 
 # IterIT: greedy IFD x diversity, re-scored with the current weights each epoch
-METHODS = [Method("iterit", build_iterit, lambda cfg: frozenset({"u0", "ifd_base"}), reads_text=True)]
+METHODS = [Method("iterit", build_iterit, lambda cfg: frozenset({"u0", "ifd_base"}), reads_text=True,
+                  online=True)]

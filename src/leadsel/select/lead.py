@@ -69,6 +69,11 @@ class LeadSelector(Selector):
         self._pending: dict | None = None
         self.idu_quantiles()   # each cluster's, once: a round then recomputes only the cluster it trained
 
+    @property
+    def max_round_samples(self) -> int:
+        """The most samples a round can train: the largest cluster's sum of its strata's shares."""
+        return int(np.ceil(self.cfg.rate * self.stratum_size).sum(axis=1).max()) if len(self.cluster) else 0
+
     # -- planning ------------------------------------------------------------------------------
     def eligible_left(self) -> np.ndarray:
         """Per cluster, how many of its samples may still be trained (fewer than max_uses times)."""

@@ -56,6 +56,14 @@ class StaticSelector(Selector):
     def planned_samples(self) -> int:
         return len(self.subset) * self.epochs
 
+    @property
+    def max_rounds(self) -> int:
+        return self.epochs
+
+    @property
+    def max_round_samples(self) -> int:
+        return len(self.subset)
+
     def plan(self, round_index: int) -> np.ndarray | None:
         if round_index > self.epochs:
             return None

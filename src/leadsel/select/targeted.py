@@ -141,5 +141,5 @@ def build_targeted(cfg: RunConfig, view: PoolView, scorer=None) -> tuple[Targete
                  "targeted": dataclasses.asdict(cfg.targeted), "grads": dataclasses.asdict(cfg.grads)}
 
 
-METHODS = [Method("dynamic", build_targeted),     # each epoch, the top budget of the whole pool by gradient score
-           Method("clusterucb", build_targeted)]  # each epoch, a bandit over gradient clusters draws; the top budget
+METHODS = [Method("dynamic", build_targeted, online=True),     # each epoch, the top budget of the whole pool by gradient score
+           Method("clusterucb", build_targeted, online=True)]  # each epoch, a bandit over gradient clusters draws; the top budget

@@ -88,6 +88,24 @@ def load_trainable_state(model: torch.nn.Module, state: dict[str, torch.Tensor])
             params[n].copy_(t.to(params[n].device))
 
 
+def write_state(d: Path, tree: dict) -> None:
+    """``tree`` (plain values and numpy arrays, e.g. a selector's state) as ``d/state.npz`` (the
+    arrays) and ``d/state.json`` (the rest), each written atomically."""
+    arrays: dict[str, np.ndarray] = {}
+    plain = _split(tree, "", arrays)
+    with atomic_open(d / "state.npz") as f:
+        np.savez(f, **arrays)
+    with atomic_open(d / "state.json") as f:
+        f.write(json.dumps(plain).encode())
+
+
+def read_state(d: Path) -> dict:
+    """The tree :func:`write_state` wrote into ``d``."""
+    with np.load(d / "state.npz", allow_pickle=False) as z:
+        arrays = {k: z[k] for k in z.files}
+    return _join(json.loads((d / "state.json").read_text()), arrays)
+
+
 class Checkpointer:
     def __init__(self, run_dir: str | Path):
         self.dir = Path(run_dir) / "checkpoint"
@@ -107,17 +125,14 @@ class Checkpointer:
         tmp = self.dir / f".tmp-{name}"
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
-        arrays: dict[str, np.ndarray] = {}
-        tree = _split({"selector": selector_state, "extra": extra}, "", arrays)
         # each file is serialised straight into its temporary file: no copy of it is built in memory
         writers = {"trainable.pt": lambda f: torch.save(trainable_state(model), f),
                    "trainer.pt": lambda f: torch.save(trainer.state_dict(), f),
-                   "rng.pt": lambda f: torch.save({"ranks": rngs}, f),
-                   "state.npz": lambda f: np.savez(f, **arrays),
-                   "state.json": lambda f: f.write(json.dumps(tree).encode())}
+                   "rng.pt": lambda f: torch.save({"ranks": rngs}, f)}
         for fname, write in writers.items():
             with atomic_open(tmp / fname) as f:
                 write(f)
+        write_state(tmp, {"selector": selector_state, "extra": extra})
         final = self.dir / name
         shutil.rmtree(final, ignore_errors=True)
         os.replace(tmp, final)
@@ -132,9 +147,7 @@ class Checkpointer:
         d = self.dir / meta["dir"]
         load_trainable_state(model, torch.load(d / "trainable.pt", weights_only=True, map_location="cpu"))
         trainer.load_state_dict(torch.load(d / "trainer.pt", weights_only=False, map_location="cpu"))
-        with np.load(d / "state.npz", allow_pickle=False) as z:
-            arrays = {k: z[k] for k in z.files}
-        tree = _join(json.loads((d / "state.json").read_text()), arrays)
+        tree = read_state(d)
         rngs = torch.load(d / "rng.pt", weights_only=False, map_location="cpu")
         rngs = rngs["ranks"] if "ranks" in rngs else [rngs]  # one set per rank (older checkpoints: one)
         rank = accelerator.process_index

@@ -3,13 +3,9 @@
 ``Trainer.train(indices)`` trains one pass over the given samples, in the given order, with
 gradient accumulation, and returns a :class:`TrainResult`: every sample's loss from the forward
 that trained it, and, per optimizer step, the first-order statistics LEAD needs (docs/algorithms.md
-§1.3): the learning rate used, ``delta = -g·u/eta`` (g the batch gradient as it stands after
-backward, u the parameter update the step made), and the running sum of g over the call. The
-trainer does not know which method chose the indices.
-
-``-g·u`` is computed without copying the parameters: ``g·theta`` is taken (in float64) before and
-after ``optimizer.step()``, while the gradients are still in place. With plain SGD,
-``delta == ||g||^2`` exactly; under Adam it keeps loss units.
+§1.3, computed by :mod:`.firstorder`): the learning rate used, ``delta = -g·u/eta`` (g the batch
+gradient as it stands after backward, u the parameter update the step made), and the running sum
+of g over the call. The trainer does not know which method chose the indices.
 
 The step loss is the mean of the per-sample losses of the step's samples (every sample weighs
 the same whatever its length), so per-device batch 1 x accumulation 4 trains exactly like
@@ -18,7 +14,6 @@ batch 4 x accumulation 1.
 from __future__ import annotations
 
 import math
-import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 
@@ -26,6 +21,7 @@ import numpy as np
 import torch
 
 from .. import dist
+from .firstorder import FirstOrder, clip_coefficient, step_losses
 from ..data.encode import EncodedPool, collate
 from ..model.load import set_checkpointing
 from ..model.loss import LossModule
@@ -117,16 +113,13 @@ class Trainer:
     def model(self) -> torch.nn.Module:
         return self.acc.unwrap_model(self.module).model
 
-    def _dot(self) -> float:
-        return float(sum((p.grad.double() * p.detach().double()).sum() for p in self.params if p.grad is not None))
-
     def train(self, indices, desc: str | None = None) -> TrainResult:
         """One pass over ``indices`` in that order; ``desc``: show a progress bar (samples, ETA)."""
         cfg, acc = self.cfg, self.acc
         order = np.asarray(indices, dtype=np.int64)
         world, rank, bs = acc.num_processes, acc.process_index, cfg.per_device_batch_size
         per_step = bs * cfg.gradient_accumulation_steps * world
-        grad_sum = [torch.zeros_like(p, dtype=torch.float32) for p in self.params] if self.track else None
+        first = FirstOrder(self.params, self.track)
         sample_lrs = np.zeros(len(order), dtype=np.float64)
         seen: list[tuple[int, float]] = []  # (position in order, loss) of this process's samples
         steps: list[StepStat] = []
@@ -153,25 +146,12 @@ class Trainer:
                     acc.backward(losses.sum() * weight)
                 if weight:
                     seen += list(zip(mb.tolist(), losses.detach().float().cpu().tolist()))
-            if self.track:
-                t0 = time.perf_counter()
-                for buf, p in zip(grad_sum, self.params):
-                    buf += p.grad
-                g_theta_before = self._dot()
-                self.stats_seconds += time.perf_counter() - t0
-            norm = float(torch.sqrt(sum((p.grad.double() ** 2).sum() for p in self.params)))
-            coef = 1.0
+            norm = first.before_step()
             if cfg.max_grad_norm is not None:
                 acc.clip_grad_norm_(self.params, cfg.max_grad_norm)
-                coef = min(1.0, cfg.max_grad_norm / (norm + 1e-6))  # torch's clip coefficient
             self.optimizer.step()
             trim_heap(acc.device.type)
-            delta = float("nan")
-            if self.track and lr > 0:
-                t0 = time.perf_counter()
-                g_u = self._dot() / coef - g_theta_before  # g·theta_new - g·theta_old, unclipped g
-                delta = -g_u / lr
-                self.stats_seconds += time.perf_counter() - t0
+            delta = first.delta(lr, clip_coefficient(norm, cfg.max_grad_norm))
             self.optimizer.zero_grad(set_to_none=True)
             self.scheduler.step()
             self.global_step += 1
@@ -186,11 +166,10 @@ class Trainer:
         for part in dist.gather(acc, seen):
             for pos, loss in part:
                 losses[pos] = loss
-        for k, st in enumerate(steps):  # the mean over the step's samples on every process, in training order
-            st.loss = float(np.mean(losses[k * per_step:(k + 1) * per_step].astype(np.float64)))
-        t0 = time.perf_counter()
-        flat = torch.cat([b.flatten() for b in grad_sum]).cpu().numpy() if (self.track and len(order)) else None
-        self.stats_seconds += time.perf_counter() - t0
+        for st, loss in zip(steps, step_losses(losses, per_step, len(steps))):  # the same on every process
+            st.loss = loss
+        flat = first.flat() if len(order) else None
+        self.stats_seconds += first.seconds
         return TrainResult(indices=order, losses=losses, steps=steps, grad_sum=flat, sample_lrs=sample_lrs)
 
     def state_dict(self) -> dict:
