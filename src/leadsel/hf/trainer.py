@@ -140,7 +140,9 @@ class LeadTrainerMixin:
         self.lead = lead
         self._lead_prepare_args(args)
         rows, collator = PoolRows(), Collator()
-        super().__init__(model=model, args=args, data_collator=collator, train_dataset=rows, **kwargs)
+        super().__init__(model=model, args=args, data_collator=collator, train_dataset=self._lead_stand_in(rows),
+                         **kwargs)
+        self.train_dataset = rows
         self.model_accepts_loss_kwargs = False
         self.loss_is_scaled_for_ga = True
         tokenizer = self.processing_class
@@ -164,6 +166,11 @@ class LeadTrainerMixin:
 
     def _lead_prepare_args(self, args) -> None:
         """Changes the base trainer needs before its construction (SFT: skip TRL's preparation)."""
+
+    def _lead_stand_in(self, rows: PoolRows):
+        """The ``train_dataset`` the base's constructor is given (SFT: a one-row ``datasets.Dataset``,
+        the only type TRL accepts there); the trainer then trains ``rows``."""
+        return rows
 
     def _lead_next(self, global_step: int) -> bool:
         """Plan the next round into the sampler; False when the selection is done."""
@@ -218,7 +225,8 @@ class LeadTrainerMixin:
                 raise ValueError(f"{path} holds no leadsel state ({d}/state.json): it was not written by a "
                                  "LeadTrainer / LeadSFTTrainer with save_strategy='epoch'")
             self.lead.load_state_dict(read_state(d))
-        return super().train(resume_from_checkpoint=path or None, **kwargs)
+        with self.lead.session.manifest.stage("train"):
+            return super().train(resume_from_checkpoint=path or None, **kwargs)
 
 
 class LeadTrainer(LeadTrainerMixin, Trainer):
@@ -251,6 +259,11 @@ def make_sft_trainer():
 
         def _lead_prepare_args(self, args) -> None:
             args.dataset_kwargs = {**(args.dataset_kwargs or {}), "skip_prepare_dataset": True}
+
+        def _lead_stand_in(self, rows: PoolRows):
+            from datasets import Dataset
+
+            return Dataset.from_dict({"input_ids": [[0, 0]], "labels": [[0, 0]]})
 
         def _lead_losses(self, model, inputs: dict) -> torch.Tensor:
             out = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"],
