@@ -6,6 +6,7 @@ ifd, loss or less, or LEAD's finished selection), its selection exported as a da
 """
 import sys
 
+from accelerate import PartialState
 from datasets import load_from_disk
 from transformers import AutoModelForCausalLM, AutoTokenizer
 from trl import SFTConfig, SFTTrainer
@@ -22,9 +23,10 @@ export_run(cfg.output_dir, "hf", f"{out}/subset", overwrite=True)
 subset = load_from_disk(f"{out}/subset")                    # id, source, messages, times_used, first_round
 model_name = resolve_model(cfg.model.name, cfg.model.cache_dir or cfg.cache_dir)
 tokenizer = AutoTokenizer.from_pretrained(model_name)
+cpu = PartialState().device.type == "cpu"  # bf16 on an accelerator, fp32 on CPU
 trainer = SFTTrainer(model=AutoModelForCausalLM.from_pretrained(model_name), processing_class=tokenizer,
                      train_dataset=subset.select_columns(["messages"]),
                      args=SFTConfig(output_dir=f"{out}/sft", per_device_train_batch_size=2, report_to="none",
-                                    num_train_epochs=1, save_strategy="no"))
+                                    num_train_epochs=1, save_strategy="no", use_cpu=cpu, bf16=not cpu))
 trainer.train()
 print(f"trained on {len(subset)} selected samples -> {out}/sft")

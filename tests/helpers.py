@@ -154,3 +154,38 @@ def die_after_shards(monkeypatch, n):
 
     monkeypatch.setattr(GradientStore, "commit_shard", dying)
     return lambda: monkeypatch.setattr(GradientStore, "commit_shard", commit)
+
+
+def plugin(cfg, ckpt, out, kind="hf", dataset=None, **args):
+    """(trainer, selection) of the plug-in on the tiny model, starting from the weights `leadsel
+    run` starts from, with its optimizer, schedule, batch and accumulation (``cfg.train``)."""
+    import torch
+    from accelerate.utils import set_seed
+
+    from leadsel.hf import LeadSelection, LeadSFTTrainer, LeadTrainer
+    from leadsel.model.load import load_model, load_tokenizer
+    from leadsel.train.trainer import lr_lambda
+
+    lead = LeadSelection(cfg)
+    set_seed(cfg.seed)
+    model = load_model(ckpt, "lora", cfg.model.lora, "fp32")
+    tok = load_tokenizer(ckpt, "chatml")
+    tc = cfg.train
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=tc.learning_rate,
+                            betas=(tc.adam_beta1, tc.adam_beta2), eps=tc.adam_epsilon, weight_decay=tc.weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(tc, None))
+    common = dict(output_dir=str(out), per_device_train_batch_size=tc.per_device_batch_size,
+                  gradient_accumulation_steps=tc.gradient_accumulation_steps, max_grad_norm=tc.max_grad_norm, use_cpu=True, report_to="none", save_strategy="no",
+                  lr_scheduler_type="constant", disable_tqdm=True, logging_steps=1000)
+    common.update(args)
+    if kind == "sft":
+        from trl import SFTConfig
+
+        a = SFTConfig(max_length=cfg.encoding.max_length, bf16=False, gradient_checkpointing=False, **common)
+        cls = LeadSFTTrainer
+    else:
+        from transformers import TrainingArguments
+
+        a, cls = TrainingArguments(**common), LeadTrainer
+    return cls(model=model, args=a, processing_class=tok, lead=lead, optimizers=(opt, sched),
+               train_dataset=dataset), lead

@@ -151,6 +151,32 @@ def test_lead_two_processes_equal_one(lead_pair):
     assert_cache_settled(root / "cache2")
 
 
+def test_the_hf_plugin_in_two_processes_trains_what_leadsels_two_process_loop_trains(inputs, lead_pair, tmp_path):
+    """LeadTrainer under torchrun (gloo): both ranks plan the same rounds (the plug-in checks it
+    each round) and select, round by round, what `leadsel run` selects in two processes, with
+    the same steps (some of one sample: one rank trains a filler of weight 0) and allclose losses,
+    delta and final weights (the plug-in's loss builds the full logits)."""
+    from safetensors.numpy import load_file
+
+    d, ckpt, vals = inputs
+    _, _, two = lead_pair
+    out = tmp_path / "hf"
+    leadsel([ckpt, str(out), *settings(d, ckpt, vals, tmp_path / "unused", tmp_path / "cache", 2)], 2,
+            entry=[str(Path(__file__).with_name("hf_entry.py"))])
+    ref, got = rows_of(two), rows_of(out / "leadsel")
+    assert len(ref) == len(got) > 0
+    for key in ("arm", "selected_ids", "n_selected", "n_steps", "unique_used", "lr"):
+        assert [r[key] for r in got] == [r[key] for r in ref], key
+    np.testing.assert_allclose([r["mean_loss"] for r in got], [r["mean_loss"] for r in ref], rtol=1e-5)
+    np.testing.assert_allclose([r["delta"] for r in got], [r["delta"] for r in ref], rtol=1e-4)
+    man = json.loads((out / "leadsel" / "run.json").read_text())
+    assert man["model"]["num_processes"] == 2 and man["status"] == "complete"
+    wa, wb = load_file(two / "model" / "adapter_model.safetensors"), load_file(out / "model" / "adapter_model.safetensors")
+    assert sorted(wa) == sorted(wb)
+    for k in wa:
+        np.testing.assert_allclose(wb[k], wa[k], rtol=1e-4, atol=1e-5, err_msg=k)
+
+
 @pytest.mark.parametrize("method,extra", [
     ("random", {}),
     ("less", {"budget": 0.25}),

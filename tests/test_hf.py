@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import config, rows_of
+from helpers import config, plugin, rows_of
 
 pytest.importorskip("trl")
 
@@ -42,40 +42,6 @@ def adapter(model):
     from peft import get_peft_model_state_dict
 
     return {k: v.detach().clone() for k, v in get_peft_model_state_dict(model).items()}
-
-
-def plugin(cfg, ckpt, out, kind="hf", dataset=None, **args):
-    """(trainer, selection) of the plug-in on the tiny model, starting from the weights `leadsel
-    run` starts from, with its optimizer and schedule."""
-    from accelerate.utils import set_seed
-
-    from leadsel.hf import LeadSelection, LeadSFTTrainer, LeadTrainer
-    from leadsel.model.load import load_model, load_tokenizer
-    from leadsel.train.trainer import lr_lambda
-
-    lead = LeadSelection(cfg)
-    set_seed(cfg.seed)
-    model = load_model(ckpt, "lora", cfg.model.lora, "fp32")
-    tok = load_tokenizer(ckpt, "chatml")
-    tc = cfg.train
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=tc.learning_rate,
-                            betas=(tc.adam_beta1, tc.adam_beta2), eps=tc.adam_epsilon, weight_decay=tc.weight_decay)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(tc, None))
-    common = dict(output_dir=str(out), per_device_train_batch_size=2, gradient_accumulation_steps=2,
-                  max_grad_norm=1.0, use_cpu=True, report_to="none", save_strategy="no",
-                  lr_scheduler_type="constant", disable_tqdm=True, logging_steps=1000)
-    common.update(args)
-    if kind == "sft":
-        from trl import SFTConfig
-
-        a = SFTConfig(max_length=cfg.encoding.max_length, bf16=False, gradient_checkpointing=False, **common)
-        cls = LeadSFTTrainer
-    else:
-        from transformers import TrainingArguments
-
-        a, cls = TrainingArguments(**common), LeadTrainer
-    return cls(model=model, args=a, processing_class=tok, lead=lead, optimizers=(opt, sched),
-               train_dataset=dataset), lead
 
 
 @pytest.fixture(scope="module")
