@@ -86,6 +86,10 @@ def test_the_plugin_selects_and_trains_what_leadsel_run_does(reference, setup, t
         # the summed gradient: within 1e-5 of its own norm, and elementwise within 1e-6
         assert np.linalg.norm(gg - rg) <= 1e-5 * np.linalg.norm(rg)
         np.testing.assert_allclose(gg, rg, rtol=1e-4, atol=1e-6)
+    if kind == "sft":  # TRL's training metrics, from the fused head's outputs of the real rows
+        last = trainer.state.log_history[-1]
+        assert 0 <= last["mean_token_accuracy"] <= 1 and last["entropy"] > 0
+        assert last["num_tokens"] == sum(int(lead.pool.lengths[i].sum()) for i, *_ in calls)
     man = json.loads((ref_dir / "run.json").read_text())
     assert trainer.state.global_step == man["rounds"]["optimizer_steps"] == sum(r["n_steps"] for r in ref)
     saved = load_file(str(ref_dir / "model" / "adapter_model.safetensors"))

@@ -187,8 +187,9 @@ class LeadTrainerMixin:
     def _get_train_sampler(self, train_dataset=None):
         return self._lead_sampler
 
-    def _lead_losses(self, model, inputs: dict) -> torch.Tensor:
-        """Each row's mean response-token loss (fp32), through the (wrapped) model's forward."""
+    def _lead_losses(self, model, inputs: dict, real: np.ndarray) -> torch.Tensor:
+        """Each row's mean response-token loss (fp32), through the (wrapped) model's forward;
+        ``real``: the rows that are not fillers."""
         return per_sample_loss(model, inputs["input_ids"], inputs["attention_mask"], inputs["labels"],
                                exact_logits=True, chunk=self.lead.cfg.model.logit_chunk)[0]
 
@@ -197,8 +198,8 @@ class LeadTrainerMixin:
             return super().compute_loss(model, inputs, return_outputs=return_outputs,
                                         num_items_in_batch=num_items_in_batch)
         pos, _ = decode(inputs.pop("lead_codes").cpu().numpy())
-        losses = self._lead_losses(model, inputs)
         real = pos >= 0
+        losses = self._lead_losses(model, inputs, real)
         self._lead_run.seen += list(zip(pos[real].tolist(), losses.detach().float().cpu().numpy()[real].tolist()))
         # as leadsel's loop: the step's gradient is the mean over its samples (DDP averages the
         # processes' gradients, hence x processes); fillers weigh 0
@@ -254,7 +255,7 @@ def make_sft_trainer():
     class LeadSFTTrainer(LeadTrainerMixin, base):
         """``trl.SFTTrainer`` training what a :class:`LeadSelection` selects, round by round. TRL's
         dataset preparation is skipped (leadsel encodes the pool); the per-sample loss comes from
-        TRL's fused LM head (the logits are never built whole)."""
+        TRL's fused LM head (the logits are never built whole), which also gives TRL's metrics."""
         _lead_sft = True
 
         def _lead_prepare_args(self, args) -> None:
@@ -265,12 +266,25 @@ def make_sft_trainer():
 
             return Dataset.from_dict({"input_ids": [[0, 0]], "labels": [[0, 0]]})
 
-        def _lead_losses(self, model, inputs: dict) -> torch.Tensor:
+        def _lead_losses(self, model, inputs: dict, real: np.ndarray) -> torch.Tensor:
             out = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"],
                         labels=inputs["labels"], fused_lm_head=True, use_cache=False)
             counts = out.label_mask.sum(1)
             if (counts == 0).any():
                 raise ValueError("a sample in the batch has no supervised token; encoding should have rejected it")
+            self._lead_metrics(out, inputs["attention_mask"], torch.as_tensor(real, device=counts.device))
             return -out.log_probs.float().sum(1) / counts
+
+        def _lead_metrics(self, out, attention_mask, real) -> None:
+            """TRL's training metrics (entropy, mean_token_accuracy, num_tokens), of the real rows."""
+            gather = self.accelerator.gather_for_metrics
+            n = gather(out.label_mask[real].sum()).sum()
+            entropy = gather(out.entropy.detach()[real].sum()).sum()
+            top1 = gather(out.is_top1[real].sum()).sum()
+            m = self._metrics["train"]
+            m["entropy"].append((entropy / n).item() if n > 0 else 0.0)
+            m["mean_token_accuracy"].append((top1 / n).item() if n > 0 else 0.0)
+            self._total_train_tokens += gather(attention_mask[real].sum()).sum().item()
+            m["num_tokens"] = [self._total_train_tokens]
 
     return LeadSFTTrainer
