@@ -8,11 +8,15 @@ same model and LoRA settings, the same AdamW and constant learning rate, the sam
 accumulation and number of optimizer steps, fp32 on CPU (bf16 autocast where the config's
 precision resolves to it), gradient checkpointing as the config says:
 
-    leadsel   leadsel's own loop (train/trainer.py), the samples in a seeded order
-    trl       plain trl.SFTTrainer on the same token ids and labels (its own shuffled order)
+    leadsel   leadsel's own loop (train/trainer.py)
+    trl       plain trl.SFTTrainer on the same token ids and labels (sequential sampling of the
+              rows put in that order)
     plugin    LeadSFTTrainer with method `full` (one round of the N samples): the plug-in's
               sampler, collator, loss and callbacks, without LEAD's statistics (their cost is
               benchmarks/online_overhead.py's)
+
+All three train the samples in the same order (the one `full` plans for the seed), so their
+micro-batches, and the padding in them, are the same.
 
 Each runs ``--repeat`` times, interleaved in turn (noise on a 2-core machine hits all alike);
 the fastest repetition of each is kept. It prints samples/s and tokens/s (all tokens of the
@@ -45,6 +49,7 @@ def main(argv: list[str]) -> None:
     from leadsel.config import load_config
     from leadsel.hf import LeadSelection, LeadSFTTrainer
     from leadsel.model.load import load_model
+    from leadsel.select import PoolView, build_selector
     from leadsel.session import Session
     from leadsel.train.trainer import Trainer
 
@@ -68,7 +73,10 @@ def main(argv: list[str]) -> None:
     steps = n // per_step
     rows = np.arange(n)
     tokens = int(pool.lengths[rows].sum())
-    records = [pool.sample(int(i)) for i in rows]
+    # the order the plug-in's `full` trains its n-sample pool in: every loop trains it
+    view = PoolView([pool.ids[int(i)] for i in rows], [pool.sources[int(i)] for i in rows])
+    order = build_selector(cfg, view)[0].plan(1)
+    records = [pool.sample(int(i)) for i in order]
     data = Dataset.from_dict({"input_ids": [t.astype(np.int64).tolist() for t, _ in records],
                               "labels": [lab.astype(np.int64).tolist() for _, lab in records]})
     subset = f"{tmp}/subset.jsonl"
@@ -100,13 +108,14 @@ def main(argv: list[str]) -> None:
         t = Trainer(fresh(), pool, tc, s.accelerator, s.pad_id, s.precision, track=False,
                     logit_chunk=cfg.model.logit_chunk)
         t0 = time.perf_counter()
-        t.train(np.random.default_rng(0).permutation(rows))
+        t.train(order)
         return time.perf_counter() - t0
 
     def run_trl(k: int) -> float:
         model = fresh()
         t = SFTTrainer(model=model, processing_class=s.tokenizer, train_dataset=data, optimizers=optimizers(model),
-                       args=SFTConfig(output_dir=f"{tmp}/trl{k}", max_steps=steps, **args))
+                       args=SFTConfig(output_dir=f"{tmp}/trl{k}", max_steps=steps,
+                                      train_sampling_strategy="sequential", **args))
         t0 = time.perf_counter()
         t.train()
         assert t.state.global_step == steps
@@ -121,6 +130,7 @@ def main(argv: list[str]) -> None:
         t0 = time.perf_counter()
         t.train()
         assert t.state.global_step == steps, t.state.global_step
+        assert lead.rows[0]["selected_ids"] == [view.ids[int(i)] for i in order]
         return time.perf_counter() - t0
 
     times = {"leadsel": [], "trl": [], "plugin": []}

@@ -23,5 +23,5 @@ args = SFTConfig(output_dir=out, per_device_train_batch_size=2, gradient_accumul
                  lr_scheduler_type="constant", save_strategy="epoch", report_to="none", use_cpu=cpu, bf16=not cpu)
 trainer = LeadSFTTrainer(model=model, args=args, train_dataset=pool, processing_class=tokenizer, lead=lead)
 trainer.train()  # resume a killed run with trainer.train(resume_from_checkpoint=True)
-print("selection:", lead.save(optimizer_steps=trainer.state.global_step))  # a leadsel run directory
+print("selection:", lead.save())  # a leadsel run directory
 trainer.save_model(f"{out}/model")

@@ -11,6 +11,6 @@ from leadsel.config import load_config
 ckpt, out, *overrides = sys.argv[1:]
 trainer, lead = plugin(load_config(None, overrides), ckpt, out, ddp_timeout=120)
 trainer.train()
-lead.save(optimizer_steps=trainer.state.global_step)
+lead.save()
 if trainer.accelerator.is_main_process:
     trainer.save_model(f"{out}/model")

@@ -117,14 +117,13 @@ class Session:
 
     @classmethod
     def around(cls, cfg: RunConfig, accelerator: Accelerator, model, tokenizer, model_path: str, precision: str,
-               method: str, resume: bool = False) -> "Session":
+               method: str) -> "Session":
         """A session around a model, tokenizer and accelerator the caller already holds (the HF
         plug-in's, :mod:`leadsel.hf`): nothing is loaded but the data, as :meth:`open` loads it."""
         run_dir = Path(cfg.output_dir)
         if accelerator.is_main_process:
             run_dir.mkdir(parents=True, exist_ok=True)
-        manifest = RunManifest(run_dir, to_dict(cfg), cfg.seed, method, resume=resume,
-                               record=accelerator.is_main_process)
+        manifest = RunManifest(run_dir, to_dict(cfg), cfg.seed, method, record=accelerator.is_main_process)
         s = cls(cfg=cfg, run_dir=run_dir, manifest=manifest, accelerator=accelerator, model_path=model_path,
                 tokenizer=tokenizer, model=model, precision=precision)
         s.cache = ScoreCache(cache_root(cfg.cache_dir), enabled=cfg.scoring.cache)

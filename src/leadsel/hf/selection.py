@@ -58,6 +58,7 @@ class LeadSelection:
         self.scores: dict = {}
         self.rows: list[dict] = []
         self.round = 0            # the last round observed
+        self.optimizer_steps: int | None = None   # the trainer's, when its training ended
         self._plan_seconds = 0.0
 
     @classmethod
@@ -69,6 +70,8 @@ class LeadSelection:
     def attach(self, *, accelerator, model, tokenizer, precision: str, output_dir: str, dataset=None,
                max_length: int | None = None) -> None:
         """Load the pool and run the offline stage (the trainer calls this once, at construction)."""
+        if self.session is not None:
+            raise RuntimeError("this LeadSelection is attached to a trainer already: build one per trainer")
         cfg = self.cfg
         run_dir = Path(output_dir) / "leadsel"
         if cfg.encoding.template is not None:  # as `leadsel run` does: the config's template replaces the tokenizer's
@@ -87,9 +90,8 @@ class LeadSelection:
         if max_length is not None:
             changes["encoding"] = dataclasses.replace(cfg.encoding, max_length=int(max_length))
         self.cfg = cfg = dataclasses.replace(cfg, **changes)
-        resume = (run_dir / "run.json").is_file()
-        s = self.session = Session.around(cfg, accelerator, model, tokenizer, name, precision, cfg.method,
-                                          resume=resume)
+        # a fresh run.json: a resumed run takes its rounds and counts from the checkpoint (load_state_dict)
+        s = self.session = Session.around(cfg, accelerator, model, tokenizer, name, precision, cfg.method)
         with s.manifest.stage("offline"):
             self.scores = offline_scores(s, needs(cfg), cfg.lead.ifd_kind)
         set_seed(cfg.seed)  # as `leadsel run`: whether the offline stage ran or hit the cache, the rounds start alike
@@ -151,7 +153,7 @@ class LeadSelection:
         used = np.flatnonzero(self.selector.columns()["times_used"] > 0)
         return [self.pool.ids[int(i)] for i in used]
 
-    def save(self, directory: str | Path | None = None, optimizer_steps: int | None = None) -> Path:
+    def save(self, directory: str | Path | None = None) -> Path:
         """Write the run directory's final artifacts (scores.parquet, selected.jsonl, rounds.jsonl,
         run.json marked complete); with ``directory``, copy the directory's files there too."""
         s = self.session
@@ -159,7 +161,8 @@ class LeadSelection:
             raise RuntimeError("this selection has not been attached to a trainer yet")
         rows = self.rows
         s.manifest.update("rounds", n=len(rows), samples_trained=int(sum(x["n_selected"] for x in rows)),
-                          distinct_trained=rows[-1]["unique_used"] if rows else 0, optimizer_steps=optimizer_steps)
+                          distinct_trained=rows[-1]["unique_used"] if rows else 0,
+                          optimizer_steps=self.optimizer_steps)
         s.manifest.set("passes", s.counter.to_dict())
         if s.accelerator.is_main_process:
             write_selection(s, self.scores, self.selector)

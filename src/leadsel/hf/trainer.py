@@ -19,6 +19,8 @@ which trainer trains.
 """
 from __future__ import annotations
 
+import copy
+import logging
 import time
 from pathlib import Path
 
@@ -37,6 +39,7 @@ from . import options
 from .rows import Collator, PoolRows, RoundSampler, decode, encode_codes, layout
 from .selection import LeadSelection
 
+log = logging.getLogger(__name__)
 
 class RoundRun:
     """One round as the trainer trains it: its plan, the per-sample losses of this process, and
@@ -108,12 +111,20 @@ class LeadCallback(TrainerCallback):
         t = self.trainer
         run = t._lead_run
         if run is None or not run.done(state.global_step):
-            raise RuntimeError(f"round {t.lead.round + 1} ended after {len(run.steps) if run else 0} of its "
-                               f"{run.n_steps if run else 0} optimizer steps")
+            where = (f"round {t.lead.round + 1} ended after {len(run.steps) if run else 0} of its "
+                     f"{run.n_steps if run else 0} optimizer steps")
+            if control.should_training_stop:  # another callback (or the user) stopped training mid-round
+                log.warning("%s: training was stopped; the selector is not given the partial round", where)
+                return
+            raise RuntimeError(where)
         t.lead.observe(run.order, run.result(t.accelerator), time.perf_counter() - run.t0)
-        t._lead_snapshot = t.lead.state_dict() if args.save_strategy != "no" else None
+        # the state a checkpoint of this round holds: taken before the next plan changes it
+        t._lead_snapshot = copy.deepcopy(t.lead.state_dict()) if args.save_strategy != "no" else None
         if not t._lead_next(state.global_step):
             control.should_training_stop = True
+
+    def on_train_end(self, args, state, control, **kw):
+        self.trainer.lead.optimizer_steps = state.global_step
 
     def on_save(self, args, state, control, **kw):
         t = self.trainer
