@@ -156,7 +156,7 @@ def die_after_shards(monkeypatch, n):
     return lambda: monkeypatch.setattr(GradientStore, "commit_shard", commit)
 
 
-def plugin(cfg, ckpt, out, kind="hf", dataset=None, **args):
+def plugin(cfg, ckpt, out, kind="hf", dataset=None, eval_dataset=None, **args):
     """(trainer, selection) of the plug-in on the tiny model, starting from the weights `leadsel
     run` starts from, with its optimizer, schedule, batch and accumulation (``cfg.train``)."""
     import torch
@@ -188,4 +188,4 @@ def plugin(cfg, ckpt, out, kind="hf", dataset=None, **args):
 
         a, cls = TrainingArguments(**common), LeadTrainer
     return cls(model=model, args=a, processing_class=tok, lead=lead, optimizers=(opt, sched),
-               train_dataset=dataset), lead
+               train_dataset=dataset, eval_dataset=eval_dataset), lead

@@ -208,13 +208,31 @@ def test_options_it_cannot_honour_are_refused_with_what_to_change(reference, set
 
 
 def test_the_trainer_refuses_before_building_anything(reference, setup, tmp_path):
+    from transformers import TrainingArguments
+
+    from leadsel.hf import LeadSelection, LeadTrainer
+
+    cfg, _, _ = reference
+    with pytest.raises(ValueError, match="compute_loss_func: the loss is leadsel's per-sample loss"):
+        LeadTrainer(model=None, args=TrainingArguments(output_dir=str(tmp_path), lr_scheduler_type="constant"),
+                    lead=LeadSelection(cfg), compute_loss_func=lambda *a, **k: 0.0)
+    assert not (tmp_path / "leadsel").exists()
+
+
+def test_an_eval_set_is_prepared_and_evaluated_by_the_base_trainer(reference, setup, tmp_path):
+    """SFT: TRL prepares the eval set (its chat template, its collator); training batches stay leadsel's."""
+    from datasets import Dataset
+
     cfg, _, _ = reference
     d, ckpt = setup
-    with pytest.raises(ValueError, match="data_collator: leadsel collates its own encoding"):
-        from leadsel.hf import LeadSelection, LeadTrainer
-        from transformers import TrainingArguments
-        LeadTrainer(model=None, args=TrainingArguments(output_dir=str(tmp_path), lr_scheduler_type="constant"),
-                    lead=LeadSelection(cfg), data_collator=lambda rows: rows)
+    held = [json.loads(x) for x in (d / "held.jsonl").read_text().splitlines()]
+    ev = Dataset.from_list([{"messages": [{"role": "user", "content": r["instruction"]},
+                                          {"role": "assistant", "content": r["output"]}]} for r in held])
+    trainer, lead = plugin(cfg, ckpt, tmp_path / "hf", kind="sft", eval_dataset=ev, eval_strategy="epoch")
+    trainer.train()
+    evals = [h for h in trainer.state.log_history if "eval_loss" in h]
+    assert len(evals) == len(lead.rows) and all(np.isfinite(h["eval_loss"]) for h in evals)
+    assert len({h["eval_loss"] for h in evals}) == len(evals)   # each after another round of training
 
 
 def test_methods_that_score_with_the_trained_model_are_refused(setup, tmp_path):

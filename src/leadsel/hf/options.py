@@ -8,8 +8,7 @@ LEAD) must leave the gradient in place after backward for the round's statistics
 from __future__ import annotations
 
 
-def refusals(args, *, lead_family: bool, own_scheduler: bool, sft: bool, compute_loss_func=None,
-             data_collator=None) -> list[str]:
+def refusals(args, *, lead_family: bool, own_scheduler: bool, sft: bool, compute_loss_func=None) -> list[str]:
     """What is wrong with these trainer arguments, one sentence each (empty: nothing)."""
     bad = []
 
@@ -17,8 +16,6 @@ def refusals(args, *, lead_family: bool, own_scheduler: bool, sft: bool, compute
         if cond:
             bad.append(why)
 
-    no(data_collator is not None, "data_collator: leadsel collates its own encoding of the pool (the same tokens its "
-       "offline scores were computed on); pass none")
     no(compute_loss_func is not None, "compute_loss_func: the loss is leadsel's per-sample loss (each sample's mean "
        "response-token loss, every sample weighing the same); pass none")
     no(getattr(args, "max_steps", -1) > 0, f"max_steps={args.max_steps}: the selection ends training (budget, "

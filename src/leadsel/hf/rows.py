@@ -104,13 +104,19 @@ class PoolRows(torch.utils.data.Dataset):
 
 class Collator:
     """Codes -> leadsel's right-padded batch of the real rows (``input_ids``, ``attention_mask``,
-    ``labels``) and ``lead_codes`` (their codes; a lone filler kept for an all-filler micro-batch)."""
+    ``labels``) and ``lead_codes`` (their codes; a lone filler kept for an all-filler micro-batch).
+    Any other rows (an eval set's) go to ``fallback``, the collator the trainer would have used."""
 
-    def __init__(self):
+    def __init__(self, fallback=None):
         self.pool: EncodedPool | None = None   # set once the pool is loaded
         self.pad_id = 0
+        self.fallback = fallback
 
     def __call__(self, rows: list[Row]) -> dict:
+        if rows and not isinstance(rows[0], Row):
+            if self.fallback is None:
+                raise TypeError("these rows are not the selection's and no data_collator was given for them")
+            return self.fallback(rows)
         codes = np.array([r.code for r in rows], dtype=np.int64)
         pos, idx = decode(codes)
         keep = pos >= 0

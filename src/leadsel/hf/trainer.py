@@ -146,19 +146,18 @@ class LeadTrainerMixin:
             raise ValueError(f"{type(self).__name__} needs its training arguments (args=), with output_dir set")
         optimizers = kwargs.get("optimizers") or (None, None)
         options.check(args, lead_family=not method_of(lead.cfg).fixed_length, own_scheduler=optimizers[1] is not None,
-                      sft=self._lead_sft, compute_loss_func=kwargs.get("compute_loss_func"),
-                      data_collator=data_collator)
+                      sft=self._lead_sft, compute_loss_func=kwargs.get("compute_loss_func"))
+        tokenizer = kwargs.get("processing_class")
+        if tokenizer is None:
+            raise ValueError(f"{type(self).__name__} needs the tokenizer (processing_class=)")
         self.lead = lead
-        self._lead_prepare_args(args)
-        rows, collator = PoolRows(), Collator()
+        rows = PoolRows()
+        collator = Collator(fallback=data_collator or self._lead_eval_collator(tokenizer))
         super().__init__(model=model, args=args, data_collator=collator, train_dataset=self._lead_stand_in(rows),
                          **kwargs)
         self.train_dataset = rows
         self.model_accepts_loss_kwargs = False
         self.loss_is_scaled_for_ga = True
-        tokenizer = self.processing_class
-        if tokenizer is None:
-            raise ValueError(f"{type(self).__name__} needs the tokenizer (processing_class=)")
         precision = "bf16" if args.bf16 else "fp16" if args.fp16 else "fp32"
         lead.attach(accelerator=self.accelerator, model=self.model, tokenizer=tokenizer, precision=precision,
                     output_dir=args.output_dir, dataset=train_dataset, max_length=getattr(args, "max_length", None))
@@ -175,8 +174,11 @@ class LeadTrainerMixin:
 
     _lead_sft = False
 
-    def _lead_prepare_args(self, args) -> None:
-        """Changes the base trainer needs before its construction (SFT: skip TRL's preparation)."""
+    def _lead_eval_collator(self, tokenizer):
+        """The collator of an eval set when none is given: the one ``Trainer`` picks for a tokenizer."""
+        from transformers import DataCollatorWithPadding
+
+        return DataCollatorWithPadding(tokenizer)
 
     def _lead_stand_in(self, rows: PoolRows):
         """The ``train_dataset`` the base's constructor is given (SFT: a one-row ``datasets.Dataset``,
@@ -264,18 +266,20 @@ def make_sft_trainer():
     base = _sft_base()
 
     class LeadSFTTrainer(LeadTrainerMixin, base):
-        """``trl.SFTTrainer`` training what a :class:`LeadSelection` selects, round by round. TRL's
-        dataset preparation is skipped (leadsel encodes the pool); the per-sample loss comes from
+        """``trl.SFTTrainer`` training what a :class:`LeadSelection` selects, round by round. The
+        pool is leadsel's encoding (TRL prepares only an eval set); the per-sample loss comes from
         TRL's fused LM head (the logits are never built whole), which also gives TRL's metrics."""
         _lead_sft = True
 
-        def _lead_prepare_args(self, args) -> None:
-            args.dataset_kwargs = {**(args.dataset_kwargs or {}), "skip_prepare_dataset": True}
+        def _lead_eval_collator(self, tokenizer):
+            from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
+
+            return DataCollatorForLanguageModeling(pad_token_id=tokenizer.pad_token_id or tokenizer.eos_token_id)
 
         def _lead_stand_in(self, rows: PoolRows):
             from datasets import Dataset
 
-            return Dataset.from_dict({"input_ids": [[0, 0]], "labels": [[0, 0]]})
+            return Dataset.from_dict({"input_ids": [[0, 0]], "labels": [[0, 0]]})  # already tokenized: TRL keeps it
 
         def _lead_losses(self, model, inputs: dict, real: np.ndarray) -> torch.Tensor:
             out = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"],
