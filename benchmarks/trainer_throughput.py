@@ -135,8 +135,8 @@ def main(argv: list[str]) -> None:
 
     times = {"leadsel": [], "trl": [], "plugin": []}
     for k in range(repeat):
-        order = [("leadsel", run_leadsel), ("trl", lambda: run_trl(k)), ("plugin", lambda: run_plugin(k))]
-        for name, fn in (order if k % 2 == 0 else order[::-1]):
+        loops = [("leadsel", run_leadsel), ("trl", lambda: run_trl(k)), ("plugin", lambda: run_plugin(k))]
+        for name, fn in (loops if k % 2 == 0 else loops[::-1]):
             times[name].append(fn())
             print(f"  rep {k + 1} {name:8s} {times[name][-1]:.2f}s", file=sys.stderr, flush=True)
     best = {k: min(v) for k, v in times.items()}
