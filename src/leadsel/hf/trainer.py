@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from transformers import Trainer, TrainerCallback
-from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from .. import dist
 from ..model.loss import per_sample_loss
@@ -230,9 +230,7 @@ class LeadTrainerMixin:
         """As the base's; resuming from ``checkpoint-*`` also restores the selection exactly."""
         path = resume_from_checkpoint
         if path is True:
-            path = get_last_checkpoint(self.args.output_dir)
-            if path is None:
-                raise ValueError(f"resume_from_checkpoint=True, but {self.args.output_dir} holds no checkpoint-*")
+            path = last_complete_checkpoint(self.args.output_dir)
         if path:
             d = Path(path) / "leadsel"
             if not (d / "state.json").is_file():
@@ -241,6 +239,16 @@ class LeadTrainerMixin:
             self.lead.load_state_dict(read_state(d))
         with self.lead.session.manifest.stage("train"):
             return super().train(resume_from_checkpoint=path or None, **kwargs)
+
+
+def last_complete_checkpoint(output_dir: str) -> str:
+    """The latest ``checkpoint-*`` that holds the selection's state too (a kill between HF's save
+    and the selection's leaves the newest one without it)."""
+    found = sorted((int(p.name.rsplit("-", 1)[1]), p) for p in Path(output_dir).glob(f"{PREFIX_CHECKPOINT_DIR}-*")
+                   if p.name.rsplit("-", 1)[1].isdigit() and (p / "leadsel" / "state.json").is_file())
+    if not found:
+        raise ValueError(f"resume_from_checkpoint=True, but {output_dir} holds no checkpoint-* with a leadsel state")
+    return str(found[-1][1])
 
 
 class LeadTrainer(LeadTrainerMixin, Trainer):
