@@ -184,6 +184,7 @@ REFUSED = [
     ({"train_sampling_strategy": "group_by_length"}, "train_sampling_strategy='group_by_length'"),
     ({"auto_find_batch_size": True}, "auto_find_batch_size"),
     ({"accelerator_config": {"split_batches": True}}, "accelerator_config.split_batches"),
+    ({"fp16": True}, "fp16: the loss scaler keeps the gradient scaled"),
 ]
 REFUSED_SFT = [({"packing": True}, "packing"), ({"padding_free": True}, "padding_free"),
                ({"loss_type": "dft"}, "loss_type='dft'")]
@@ -259,3 +260,33 @@ def test_the_layout_gives_each_process_leadsels_micro_batches():
     assert pos.tolist() == [0, 2, 1, 3, 4, -1, -1, -1]
     assert idx.tolist() == [10, 12, 11, 13, 14, 10, 10, 10]
     assert layout(9, 2, 1, 1) == [[0, 1], [2, 3], [4, 5], [6, 7], [8, None]]
+
+
+def test_sftconfigs_max_length_replaces_leadsels_only_when_set():
+    from trl import SFTConfig
+
+    from leadsel.hf import LeadSFTTrainer
+
+    limit = LeadSFTTrainer._lead_max_length
+    assert limit(None, SFTConfig(output_dir="x", use_cpu=True, bf16=False)) is None       # TRL's default 1024
+    assert limit(None, SFTConfig(output_dir="x", use_cpu=True, bf16=False, max_length=None)) is None
+    assert limit(None, SFTConfig(output_dir="x", use_cpu=True, bf16=False, max_length=256)) == 256
+
+
+def test_a_stop_in_the_middle_of_a_round_observes_nothing_and_saves_no_checkpoint(reference, setup, tmp_path):
+    from transformers import TrainerCallback
+
+    cfg, _, _ = reference
+    d, ckpt = setup
+
+    class StopMidRound(TrainerCallback):
+        def on_step_end(self, args, state, control, **kw):
+            if state.global_step == 4:      # rounds of 2, 1, 2 steps: round 3 is cut after its first
+                control.should_training_stop = True
+
+    trainer, lead = plugin(cfg, ckpt, tmp_path / "hf", save_strategy="epoch")
+    trainer.add_callback(StopMidRound())
+    trainer.train()
+    assert [r["n_steps"] for r in lead.rows] == [2, 1]
+    assert sorted(p.name for p in (tmp_path / "hf").glob("checkpoint-*")) == ["checkpoint-2", "checkpoint-3"]
+

@@ -127,8 +127,9 @@ class Session:
         s = cls(cfg=cfg, run_dir=run_dir, manifest=manifest, accelerator=accelerator, model_path=model_path,
                 tokenizer=tokenizer, model=model, precision=precision)
         s.cache = ScoreCache(cache_root(cfg.cache_dir), enabled=cfg.scoring.cache)
-        with s.manifest.stage("model"):
-            s._record_model(why="the plug-in's trainer holds the model", weights_why="as given")
+        with s.manifest.stage("model"):  # a model not named by a local directory is identified by its weights
+            s._record_model(why="the plug-in's trainer holds the model", weights_why="as given",
+                            hash_weights=not Path(model_path).is_dir())
         with s.manifest.stage("data"):
             with accelerator.main_process_first():
                 s._load_data()
@@ -151,9 +152,9 @@ class Session:
         self.model = load_model(self.model_path, mc.finetuning, mc.lora, weights).to(device)
         self._record_model(why, weights_why, weights)
 
-    def _record_model(self, why: str, weights_why: str, weights: str | None = None) -> None:
+    def _record_model(self, why: str, weights_why: str, weights: str | None = None, hash_weights: bool = False) -> None:
         """The model's identity (for score caches) and its description in run.json."""
-        self.base_fp = model_fingerprint(self.model, self.model_path)
+        self.base_fp = model_fingerprint(self.model, self.model_path, hash_weights=hash_weights)
         trainable = sum(p.numel() for p in self.model.parameters() if p.requires_grad)
         total = sum(p.numel() for p in self.model.parameters())
         self.manifest.update("model", name=self.cfg.model.name if weights else self.model_path,

@@ -44,6 +44,8 @@ def refusals(args, *, lead_family: bool, own_scheduler: bool, sft: bool, compute
         no(float(warm) != int(warm) or (getattr(args, "warmup_ratio", 0) or 0) > 0,
            "a warm-up given as a ratio would be taken of an upper bound of the steps: give warmup_steps as a "
            "whole number of steps")
+        no(bool(getattr(args, "fp16", False)), "fp16: the loss scaler keeps the gradient scaled when LEAD's statistics "
+           "read it; use bf16 (or fp32)")
         no(bool(getattr(args, "deepspeed", None)), "deepspeed: DeepSpeed steps the optimizer inside backward, so the "
            "gradient LEAD's statistics read (delta, the summed gradient) is gone; use DDP, or a static method")
         no(bool(getattr(args, "fsdp", None)), "fsdp: each process holds only shards of the gradient LEAD's "

@@ -20,6 +20,7 @@ which trainer trains.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import logging
 import time
 from pathlib import Path
@@ -76,12 +77,12 @@ class RoundRun:
 
     def result(self, accelerator) -> TrainResult:
         losses = np.full(len(self.order), np.nan, dtype=np.float32)
+        trained = np.zeros(len(self.order), dtype=bool)
         for part in dist.gather(accelerator, self.seen):
             for pos, loss in part:
-                losses[pos] = loss
-        if np.isnan(losses).any():
-            raise RuntimeError(f"{int(np.isnan(losses).sum())} of the round's {len(losses)} samples were not trained "
-                               "(was the epoch cut short?)")
+                losses[pos], trained[pos] = loss, True
+        if not trained.all():
+            raise RuntimeError(f"{int((~trained).sum())} of the round's {len(losses)} samples were not trained")
         for st, loss in zip(self.steps, step_losses(losses, self.per_step, len(self.steps))):
             st.loss = loss
         return TrainResult(indices=self.order, losses=losses, steps=self.steps,
@@ -95,8 +96,12 @@ class LeadCallback(TrainerCallback):
         self.trainer = trainer
 
     def on_train_begin(self, args, state, control, **kw):
-        if not self.trainer._lead_next(state.global_step):
+        if not self.trainer._lead_next(state.global_step):  # nothing left (e.g. resumed from the last round)
             control.should_training_stop = True
+
+    def on_epoch_begin(self, args, state, control, **kw):
+        if self.trainer._lead_run is not None:
+            self.trainer._lead_run.t0 = time.perf_counter()
 
     def on_optimizer_step(self, args, state, control, **kw):
         t = self.trainer
@@ -110,11 +115,15 @@ class LeadCallback(TrainerCallback):
     def on_epoch_end(self, args, state, control, **kw):
         t = self.trainer
         run = t._lead_run
-        if run is None or not run.done(state.global_step):
-            where = (f"round {t.lead.round + 1} ended after {len(run.steps) if run else 0} of its "
-                     f"{run.n_steps if run else 0} optimizer steps")
+        if run is None:  # the epoch HF runs after the selection said it was done at the start: nothing trained
+            control.should_save = control.should_evaluate = False
+            return
+        if not run.done(state.global_step):
+            where = f"round {t.lead.round + 1} ended after {len(run.steps)} of its {run.n_steps} optimizer steps"
             if control.should_training_stop:  # another callback (or the user) stopped training mid-round
-                log.warning("%s: training was stopped; the selector is not given the partial round", where)
+                log.warning("%s: training was stopped; the selector is not given the partial round, and no "
+                            "checkpoint is saved in the middle of it", where)
+                control.should_save, t._lead_snapshot = False, None
                 return
             raise RuntimeError(where)
         t.lead.observe(run.order, run.result(t.accelerator), time.perf_counter() - run.t0)
@@ -160,7 +169,7 @@ class LeadTrainerMixin:
         self.loss_is_scaled_for_ga = True
         precision = "bf16" if args.bf16 else "fp16" if args.fp16 else "fp32"
         lead.attach(accelerator=self.accelerator, model=self.model, tokenizer=tokenizer, precision=precision,
-                    output_dir=args.output_dir, dataset=train_dataset, max_length=getattr(args, "max_length", None))
+                    output_dir=args.output_dir, dataset=train_dataset, max_length=self._lead_max_length(args))
         rows.n, collator.pool, collator.pad_id = len(lead.pool), lead.pool, tokenizer.pad_token_id
         self._lead_per_step = args.per_device_train_batch_size * args.gradient_accumulation_steps * args.world_size
         self._lead_sampler = RoundSampler(lead.max_round_samples, self._lead_per_step)
@@ -179,6 +188,10 @@ class LeadTrainerMixin:
         from transformers import DataCollatorWithPadding
 
         return DataCollatorWithPadding(tokenizer)
+
+    def _lead_max_length(self, args) -> int | None:
+        """A length limit of the trainer's arguments that replaces ``encoding.max_length`` (none here)."""
+        return None
 
     def _lead_stand_in(self, rows: PoolRows):
         """The ``train_dataset`` the base's constructor is given (SFT: a one-row ``datasets.Dataset``,
@@ -282,7 +295,13 @@ def make_sft_trainer():
         def _lead_eval_collator(self, tokenizer):
             from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
 
-            return DataCollatorForLanguageModeling(pad_token_id=tokenizer.pad_token_id or tokenizer.eos_token_id)
+            pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+            return DataCollatorForLanguageModeling(pad_token_id=pad)
+
+        def _lead_max_length(self, args) -> int | None:
+            """``SFTConfig.max_length`` when it was set to a length other than TRL's default."""
+            default = next(f.default for f in dataclasses.fields(type(args)) if f.name == "max_length")
+            return args.max_length if args.max_length not in (None, default) else None
 
         def _lead_stand_in(self, rows: PoolRows):
             from datasets import Dataset
@@ -300,7 +319,7 @@ def make_sft_trainer():
 
         def _lead_metrics(self, out, attention_mask, real) -> None:
             """TRL's training metrics (entropy, mean_token_accuracy, num_tokens), of the real rows."""
-            gather = self.accelerator.gather_for_metrics
+            gather = self.accelerator.gather  # not gather_for_metrics: it drops ranks at the end of a dataloader
             n = gather(out.label_mask[real].sum()).sum()
             entropy = gather(out.entropy.detach()[real].sum()).sum()
             top1 = gather(out.is_top1[real].sum()).sum()

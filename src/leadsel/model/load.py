@@ -150,8 +150,8 @@ def model_fingerprint(model, name: str, hash_weights: bool = False) -> str:
 
     A base model is identified by its name, config and weight files (not hashed: fast for 7B);
     a LoRA model by that plus a hash of its adapter weights, unless every ``lora_B`` is zero (a
-    fresh adapter computes the base function). ``hash_weights`` hashes every parameter (for a
-    model fully fine-tuned in memory).
+    fresh adapter computes the base function). ``hash_weights`` hashes every other parameter too
+    (a model fully fine-tuned in memory, or one whose name is not a local directory).
     """
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     cfg = {k: v for k, v in base.config.to_dict().items() if k not in ("_name_or_path", "transformers_version")}
@@ -167,5 +167,5 @@ def model_fingerprint(model, name: str, hash_weights: bool = False) -> str:
     if lora and any(float(t.detach().abs().max()) > 0 for n, t in lora if "lora_B" in n):
         parts += [n for n, _ in lora] + [t.detach().float().cpu().numpy() for _, t in lora]
     if hash_weights:
-        parts += [t.detach().float().cpu().numpy() for _, t in model.named_parameters()]
+        parts += [t.detach().float().cpu().numpy() for n, t in model.named_parameters() if "lora_" not in n]
     return fingerprint(*parts)
