@@ -166,6 +166,47 @@ def test_budget_keeps_highest_idu_across_tasks():
     assert sel.plan(2) is None
 
 
+def test_proportional_trim_keeps_each_tasks_share_of_the_new_samples():
+    # one cluster; task x: x0..x5 with U0 9..4, task y: y0, y1 with U0 1.0, 0.5; rate 1 -> all 8
+    # picked in round 1, budget 4. idu trim: the 4 of highest IDU, all of task x (x0..x3).
+    # proportional: x has 6 of the 8 new, y 2: quotas 4*6/8 = 3 and 4*2/8 = 1 -> x0, x1, x2 and y0
+    ids = ["x0", "x1", "x2", "x3", "x4", "x5", "y0", "y1"]
+    src = ["x"] * 6 + ["y"] * 2
+    u0 = [9.0, 8.0, 7.0, 6.0, 5.0, 4.0, 1.0, 0.5]
+    sel = make(ids, src, u0, [0] * 8, rate=1.0, budget=4)
+    assert sorted(sel.plan(1).tolist()) == [0, 1, 2, 3]
+    sel = make(ids, src, u0, [0] * 8, rate=1.0, budget=4, trim="proportional")
+    row = step(sel, 1, {0: 1.0, 1: 1.0, 2: 1.0, 6: 1.0})
+    assert row["tasks"] == {"x": 3, "y": 1}
+
+
+def test_task_quotas_by_largest_remainder():
+    from leadsel.select.lead import task_quotas
+
+    assert task_quotas([6, 2], 4).tolist() == [3, 1]
+    # 4 * (5, 5, 1) / 11 = 1.82, 1.82, 0.36: floors 1, 1, 0, the 2 left to the largest remainders
+    assert task_quotas([5, 5, 1], 4).tolist() == [2, 2, 0]
+    # equal remainders (2/3 each): the lower task indices first
+    assert task_quotas([1, 1, 1], 2).tolist() == [1, 1, 0]
+    assert task_quotas([3, 0, 1], 4).tolist() == [3, 0, 1]
+
+
+def test_exp3_gamma_from_the_number_of_arms_and_rounds():
+    from leadsel.bandit import exp3_gamma
+
+    # sqrt(8 ln 8 / ((e - 1) 20)) = sqrt(16.6355 / 34.3656) = sqrt(0.484075) = 0.695755
+    assert exp3_gamma(8, 20) == pytest.approx(0.695755, abs=1e-6)
+    # sqrt(2 ln 2 / (e - 1)) = sqrt(1.386294 / 1.718282) = sqrt(0.806789) = 0.898215; 3 arms, 1 round: > 1, so 1
+    assert exp3_gamma(2, 1) == pytest.approx(0.898215, abs=1e-6)
+    assert exp3_gamma(3, 1) == 1.0 and exp3_gamma(1, 5) == 1.0
+    cfg = LeadConfig(bandit=BanditConfig(name="exp3", gamma_from_rounds=True))
+    view = PoolView([f"s{i}" for i in range(8)], ["t"] * 8, {"u0": np.arange(8.0)})
+    sel = LeadSelector(view, cfg, np.arange(8) % 4, 10, 20, 0)
+    # 4 arms, 20 rounds: sqrt(4 ln 4 / (1.718282 * 20)) = sqrt(5.545177 / 34.36564) = sqrt(0.161359) = 0.401694
+    assert sel.bandit.gamma == pytest.approx(0.401694, abs=1e-6)
+    assert LeadSelector(view, LeadConfig(bandit=BanditConfig(name="exp3")), np.arange(8) % 4, 10, 20, 0).bandit.gamma == 0.1
+
+
 def test_budget_cuts_the_first_round():
     # budget 2 < the 3 a round would take: the 2 of highest U0
     sel = make(["a", "b", "c", "d", "e", "f"], ["t"] * 6, [1.0, 6.0, 2.0, 5.0, 4.0, 0.0], [0] * 6,

@@ -55,6 +55,14 @@ def _param(value: Any, name: str, lo: float, hi: float, lo_open: bool = False, h
     return v
 
 
+def exp3_gamma(n_arms: int, rounds: int) -> float:
+    """EXP3's exploration rate for K arms over R rounds (Auer et al. 2002, Corollary 3.2 with the
+    horizon as the bound on the total reward): min(1, sqrt(K ln K / ((e - 1) R)))."""
+    if n_arms < 2:
+        return 1.0
+    return min(1.0, math.sqrt(n_arms * math.log(n_arms) / ((math.e - 1.0) * rounds)))
+
+
 def ucb1_bonus(counts: np.ndarray, total: int, c: float) -> np.ndarray:
     """UCB1's exploration bonus ``sqrt(c ln(total) / n_i)`` of arms pulled ``n_i`` (``counts``)
     times out of ``total`` pulls (ClusterUCB's ucb1 policy uses it with c = 2)."""

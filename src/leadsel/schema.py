@@ -228,6 +228,9 @@ class BanditConfig(Checked):
     uniform."""
     gamma: float = 0.1
     """exp3/exp3s exploration rate."""
+    gamma_from_rounds: bool = False
+    """exp3/exp3s: set gamma from the number of arms K and of rounds R instead, as EXP3's bound
+    prescribes: min(1, sqrt(K ln K / ((e - 1) R))) (0.70 for 8 arms and 20 rounds)."""
     alpha: float = 0.01
     """exp3s share term."""
     c: float = 2.0
@@ -280,6 +283,11 @@ class LeadConfig(Checked):
     """false: the no-IDU ablation (utility = the raw in-loop loss; b = 0, D = 0)."""
     stratify: bool = True
     """Stratify each cluster by task (the sample's source). false: the no-task ablation."""
+    trim: Literal["idu", "proportional"] = "idu"
+    """A round that would pass the budget keeps only as many never-trained samples as the budget
+    has left: idu (the highest IDU first, whatever their task) | proportional (each task keeps its
+    share of the round's never-trained samples, largest remainder first; the highest IDU first
+    within a task)."""
     bandit: BanditConfig = field(default_factory=BanditConfig)
     """The bandit over clusters."""
 

@@ -9,7 +9,8 @@ mean(IDU_before - L_observed), normalised to [-1, 1]. The run stops when ``budge
 samples have been trained, after ``rounds`` rounds, or when no sample is eligible.
 
 A round that would pass the budget keeps only as many never-trained samples as the budget has
-left (the highest IDU first); samples already trained stay in it. No forward pass happens here:
+left (the highest IDU first, or each task its share with ``trim: proportional``); samples already
+trained stay in it. No forward pass happens here:
 every number comes from the training pass of the round loop.
 """
 from __future__ import annotations
@@ -19,7 +20,7 @@ import math
 
 import numpy as np
 
-from ..bandit import BANDITS, make_bandit
+from ..bandit import BANDITS, exp3_gamma, make_bandit
 from ..rng import stream
 from ..schema import LeadConfig, RunConfig, count_of
 from .base import (Method, PoolView, RoundStats, Selector, UsageTracker, ranked, restore_rng,
@@ -53,7 +54,10 @@ class LeadSelector(Selector):
         self._quantiles: dict[int, list[float]] = {}   # per cluster, until its IDU changes
         self._eligible_left: np.ndarray | None = None
         bc = cfg.bandit
-        self.bandit = make_bandit(bc.name, self.n_arms, seed, **{p: getattr(bc, p) for p in BANDITS[bc.name].PARAMS})
+        params = {p: getattr(bc, p) for p in BANDITS[bc.name].PARAMS}
+        if bc.gamma_from_rounds and "gamma" in params:
+            params["gamma"] = exp3_gamma(self.n_arms, self.max_rounds)
+        self.bandit = make_bandit(bc.name, self.n_arms, seed, **params)
         self.rng = stream(seed, "lead")                  # softmax sampling and the training order
         self.idu = np.asarray(view.scores["u0"], dtype=np.float64).copy()
         self.usage = UsageTracker(n)
@@ -121,8 +125,13 @@ class LeadSelector(Selector):
         new = picks[self.usage.times_used[picks] == 0]
         if len(new) <= left:
             return picks
-        drop = ranked(new, self.idu, self.ids)[left:]
-        return picks[~np.isin(picks, drop)]
+        if self.cfg.trim == "proportional":
+            tasks = self.task[new]
+            quota = task_quotas(np.bincount(tasks, minlength=self.n_tasks), left)
+            keep = np.concatenate([ranked(new[tasks == t], self.idu, self.ids, k=int(q)) for t, q in enumerate(quota)])
+        else:
+            keep = ranked(new, self.idu, self.ids, k=left)
+        return picks[(self.usage.times_used[picks] > 0) | np.isin(picks, keep)]
 
     # -- observing -----------------------------------------------------------------------------
     def observe(self, indices: np.ndarray, losses: np.ndarray, stats: RoundStats) -> dict:
@@ -231,6 +240,18 @@ ABLATIONS = {
     "lead-no-task": {"stratify": False},            # no stratification by task inside a cluster
     "lead-no-bandit": {"bandit": "uniform"},         # the arm drawn uniformly
 }
+
+
+def task_quotas(counts: np.ndarray, total: int) -> np.ndarray:
+    """``total`` split over the tasks in proportion to ``counts`` (largest remainder; equal
+    remainders to the lower task index first); never more than a task's count."""
+    counts = np.asarray(counts, dtype=np.int64)
+    share = total * counts / counts.sum()
+    quota = np.floor(share).astype(np.int64)
+    order = sorted(range(len(counts)), key=lambda t: (-(share[t] - quota[t]), t))
+    for t in order[:total - int(quota.sum())]:
+        quota[t] += 1
+    return np.minimum(quota, counts)
 
 
 def lead_settings(cfg: RunConfig) -> LeadConfig:
