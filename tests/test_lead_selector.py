@@ -207,6 +207,17 @@ def test_exp3_gamma_from_the_number_of_arms_and_rounds():
     assert LeadSelector(view, LeadConfig(bandit=BanditConfig(name="exp3")), np.arange(8) % 4, 10, 20, 0).bandit.gamma == 0.1
 
 
+def test_round1_delta_uses_the_rounds_own_delta():
+    # one cluster of 2, rate 1; round 1 trains both with lr 0.1, delta 2.0, b = 0.1:
+    # paper: D = 0 -> IDU = 0.9 * L + 0.1 * U0 = 0.9 * 3 + 0.1 * 5 = 3.2 and 0.9 * 1 + 0.1 * 4 = 1.3
+    # round1_delta: D = 2.0 -> IDU = 0.9 * (3 - 0.1 * 2) + 0.5 = 3.02 and 0.9 * (1 - 0.2) + 0.4 = 1.12
+    for flag, want, D in ((False, [3.2, 1.3], 0.0), (True, [3.02, 1.12], 2.0)):
+        sel = make(["a", "b"], ["t", "t"], [5.0, 4.0], [0, 0], rate=1.0, round1_delta=flag)
+        row = step(sel, 1, {0: 3.0, 1: 1.0}, lr=0.1, delta=2.0)
+        np.testing.assert_allclose(sel.idu, want, atol=1e-12)
+        assert row["D"] == D and row["rule"] == ("round1_own_delta" if flag else "round1")
+
+
 def test_budget_cuts_the_first_round():
     # budget 2 < the 3 a round would take: the 2 of highest U0
     sel = make(["a", "b", "c", "d", "e", "f"], ["t"] * 6, [1.0, 6.0, 2.0, 5.0, 4.0, 0.0], [0] * 6,

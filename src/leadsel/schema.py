@@ -279,6 +279,10 @@ class LeadConfig(Checked):
     many floats, in memory and in checkpoints, instead of one float per trainable parameter; its
     cosines are within about sqrt(2 / gradient_sketch) of the exact ones (0.0055 by default).
     0: keep the exact vectors. Gradients no longer than this are kept exact."""
+    round1_delta: bool = False
+    """Round 1's correction: false: D = 0 (the paper: no earlier round) | true: the round's own
+    delta, D = delta_1 (its losses were measured before the updates they lead to, and observe runs
+    after training, so delta_1 is known)."""
     idu: bool = True
     """false: the no-IDU ablation (utility = the raw in-loop loss; b = 0, D = 0)."""
     stratify: bool = True

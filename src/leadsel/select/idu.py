@@ -26,7 +26,7 @@ class Correction:
     beta: float | None      # None when the rule did not mix two gradients
     cos_phi: float | None
     clamped: int            # how many deltas were clamped to 0 inside a square root
-    rule: str               # "round1" | "first_visit" | "mix"
+    rule: str               # "round1" | "round1_own_delta" (lead.round1_delta) | "first_visit" | "mix"
 
 
 def beta_star(d_ref: float, d_prev: float, cos_phi: float) -> tuple[float, int]:

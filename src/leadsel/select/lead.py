@@ -142,6 +142,8 @@ class LeadSelector(Selector):
         losses = np.asarray(losses, dtype=np.float64)
         arm, corr, t = p["arm"], p["corr"], p["round"]
         before = self.idu[indices].copy()
+        if self.cfg.idu and corr.rule == "round1" and self.cfg.round1_delta:
+            corr = Correction(stats.finite_delta or 0.0, None, None, 0, "round1_own_delta")
         if self.cfg.idu:
             self.idu[indices] = updated_idu(before, losses, stats.sample_lrs, corr.D, self.cfg.smoothing)
         else:
