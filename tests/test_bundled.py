@@ -224,6 +224,39 @@ def test_check_disjoint_raises_on_overlap(tmp_path):
         check_disjoint(str(pool), str(same_content))   # a single path is accepted too
 
 
+def test_plant_noise_swaps_responses_along_the_drawn_cycle():
+    pool = [bundled._record(f"p{i}", "s", f"user {i}", f"answer {i}") for i in range(5)]
+    out = bundled.plant_noise(pool, 0.6, seed=0)   # round(0.6 x 5) = 3 samples
+    import numpy as np
+    drawn = np.random.default_rng([0, bundled.NOISE_STREAM]).choice(5, size=3, replace=False)
+    for j, i in enumerate(drawn):   # sample drawn[j] keeps its prompt and takes drawn[j+1]'s answer
+        nxt = drawn[(j + 1) % 3]
+        assert out[i] == bundled._record(f"p{i}~swapped", "s", f"user {i}", f"answer {nxt}")
+    for i in set(range(5)) - set(drawn.tolist()):
+        assert out[i] == pool[i]
+    assert bundled.plant_noise(pool, 0.0, seed=0) == pool
+
+
+def test_noisy_pool_marks_its_noise_and_keeps_the_held_out_splits(small, tmp_path):
+    noisy = build_bundled_pool(BundledPoolConfig(**SMALL, noise=0.25), words, tmp_path, "words", progress=False)
+    clean, dirty = read(small.pool), read(noisy.pool)
+    marked = [r for r in dirty if r["id"].endswith("~swapped")]
+    assert len(marked) == 10 == noisy.stats["noise"]   # round(0.25 x 40)
+    by_id = {r["id"]: r for r in clean}
+    answers = {r["messages"][1]["content"] for r in clean}
+    for r in marked:   # the prompt and source of the clean sample, an answer of another one
+        orig = by_id[r["id"].removesuffix("~swapped")]
+        assert r["source"] == orig["source"] and r["messages"][0] == orig["messages"][0]
+        assert r["messages"][1]["content"] != orig["messages"][1]["content"]
+        assert r["messages"][1]["content"] in answers
+    assert [r for r in dirty if r not in marked] == [r for r in clean if r["id"] + "~swapped" not in {m["id"] for m in marked}]
+    for s in small.evals:
+        assert noisy.evals[s].read_bytes() == small.evals[s].read_bytes()
+    # a pool without noise keeps its cache key from before the option existed (the code of commit c3def38 gave this)
+    assert config_fingerprint(BundledPoolConfig(**SMALL), "words") == "5fa348cf3d45d931"
+    assert config_fingerprint(BundledPoolConfig(**SMALL, noise=0.25), "words") != "5fa348cf3d45d931"
+
+
 # --------------------------------------------------------------------------- bad configs
 
 @pytest.mark.parametrize("kwargs,match", [
@@ -237,6 +270,8 @@ def test_check_disjoint_raises_on_overlap(tmp_path):
     (dict(eval_per_source=-1), "eval_per_source"),
     (dict(max_tokens=0), "max_tokens"),
     (dict(seed=-1), "seed"),
+    (dict(noise=1.0), r"noise must be a number in \[0, 1\)"),
+    (dict(noise=0.01), r"round\(0.01 x 40\) = 0 samples: swapping needs at least 2"),
     (dict(size=2, mix={"sharegpt": 1, "chatterbot": 1, "chitchat": 1, "champ": 0.001}),
      "too small"),
 ])

@@ -61,3 +61,76 @@ def test_selection_profile_by_hand(tmp_path):
     pq.write_table(pa.table({"id": ["a"], "source": ["x"], "times_used": [1], "length": [5],
                              "u0": [float("nan")]}), nan / "scores.parquet")
     assert pool_u0([nan]) is None and "u0_percentile" not in selection_profile(nan, None)
+
+
+def test_share_of_the_references_gain_per_set_then_averaged():
+    from leadsel.report.tables import gain_shares
+
+    rows = [  # base: set a 4.0, set b 2.0; full (two seeds) a 2.0 / 3.0 -> mean 2.5, b 1.0 / 1.0
+        {"method": "full", "loss_a": 2.0, "loss_b": 1.0, "loss_mean": 1.5, "base_loss_a": 4.0, "base_loss_b": 2.0},
+        {"method": "full", "loss_a": 3.0, "loss_b": 1.0, "loss_mean": 2.0, "base_loss_a": 4.0, "base_loss_b": 2.0},
+        {"method": "x", "loss_a": 3.25, "loss_b": 1.0, "loss_mean": 2.125, "base_loss_a": 4.0, "base_loss_b": 2.0,
+         "val_loss_a": 1.5, "val_base_loss_a": 2.0},
+    ]
+    gain_shares(rows, "full")
+    # x: a (4 - 3.25) / (4 - 2.5) = 0.5, b (2 - 1) / (2 - 1) = 1 -> 0.75 (the plain means would say
+    # (3 - 2.125) / (3 - 1.75) = 0.7); full's seeds: a 2/1.5, b 1 -> (4/3 + 1)/2 and a 1/1.5, b 1 -> (2/3 + 1)/2
+    assert rows[2]["gain_share"] == pytest.approx(0.75)
+    assert rows[0]["gain_share"] == pytest.approx((4 / 3 + 1) / 2) and rows[1]["gain_share"] == pytest.approx(5 / 6)
+    # no reference row on the validation sets: no val share
+    assert "val_gain_share" not in rows[2]
+    # a set where the reference did not beat the base is left out
+    rows = [{"method": "full", "loss_a": 2.0, "loss_b": 2.5, "base_loss_a": 4.0, "base_loss_b": 2.0},
+            {"method": "x", "loss_a": 3.0, "loss_b": 1.0, "base_loss_a": 4.0, "base_loss_b": 2.0}]
+    gain_shares(rows, "full")
+    assert rows[1]["gain_share"] == pytest.approx(0.5)
+
+
+def test_where_a_share_sits_on_the_curve():
+    from leadsel.report.tables import on_curve
+
+    curve = [(0.2, 0.5), (0.05, 0.2), (0.1, 0.3)]   # sorted by budget: (0.05, 0.2) (0.1, 0.3) (0.2, 0.5)
+    assert on_curve(curve, 0.4) == ("=", pytest.approx(0.15))    # halfway from 0.3 to 0.5
+    assert on_curve(curve, 0.25) == ("=", pytest.approx(0.075))
+    assert on_curve(curve, 0.2) == ("=", 0.05)
+    assert on_curve(curve, 0.1) == ("<", 0.05)
+    assert on_curve(curve, 0.6) == (">", 0.2)
+    # not monotone: the first segment that rises to it, 0.3 -> 0.6 from budget 0.2: 0.2 + 0.1 * 0.2 / 0.3
+    assert on_curve([(0.1, 0.4), (0.2, 0.3), (0.3, 0.6)], 0.5) == ("=", pytest.approx(0.2 + 0.1 * 0.2 / 0.3))
+
+
+def test_the_headline_table_by_hand():
+    rows = []
+    for m, seed, share, distinct, noise in (("lead", 0, 0.45, 10, 0.1), ("lead", 1, 0.35, 10, 0.2),
+                                             ("random", 0, 0.3, 10, 0.15), ("random", 1, 0.2, 10, 0.15),
+                                             ("random@20%", 0, 0.5, 20, 0.15), ("full", 0, 1.0, 100, 0.15)):
+        rows.append({"method": m, "seed": seed, "gain_share": share, "distinct_trained": distinct,
+                     "samples_trained": 2 * distinct, "budget_share": distinct / 100, "noise_distinct": noise,
+                     "noise_pool": 0.15, "loss_mean": 1.0})
+    table = summarise(rows, ["lead", "random", "random@20%", "full"])
+    md = markdown(table, rows, curve_prefix="random")
+    # lead: share 0.40 ± 0.0707; vs random (0.25 ± 0.0707): +0.15 ± sqrt(0.005/2 + 0.005/2) = 0.0707;
+    # random's curve: (0.1, 0.25) (0.2, 0.5) (1.0, 1.0, full is not on it): 0.4 at 0.1 + 0.1 * 0.15/0.25 = 0.16,
+    # 1.6 x lead's 10%
+    assert ("| lead | 2 | 10 ± 0 | 20 ± 0 | 40.0% ± 7.1% | +15.0% ± 7.1% | 16.0% | 1.60 | – | 15.0% ± 7.1% |"
+            in md)
+    assert "| random | 2 | 10 ± 0 | 20 ± 0 | 25.0% ± 7.1% | – | 10.0% | 1.00 | – | 15.0% ± 0.0% |" in md
+    # full is above the curve's last point
+    assert "| full | 1 | 100 | 200 | 100.0% | +75.0% ± 5.0% | > 20.0% | > 0.20 | – | 15.0% |" in md
+    assert "the pool's share: 15%" in md
+
+
+def test_a_variant_runs_its_method_with_its_settings(tmp_path):
+    from leadsel.compare import row_config
+    from leadsel.config import load_config
+
+    cfg = load_config(None, [f"output_dir={tmp_path}", "budget=0.1", "lead.rate=0.2",
+                             "compare.variants={random@30%: [method=random, budget=0.3], "
+                             "lead-x: [method=lead, lead.reward=detrended]}",
+                             "compare.methods=[lead, random@30%, lead-x]"])
+    r = row_config(cfg, "random@30%", 2)
+    assert (r.method, r.budget, r.seed, r.output_dir, r.lead.rate) == ("random", 0.3, 2, f"{tmp_path}/random@30%-seed2", 0.2)
+    x = row_config(cfg, "lead-x", 0)
+    assert (x.method, x.lead.reward, x.budget, x.lead.rate) == ("lead", "detrended", 0.1, 0.2)
+    plain = row_config(cfg, "lead", 1)
+    assert (plain.method, plain.seed, plain.lead.reward) == ("lead", 1, "consumed")

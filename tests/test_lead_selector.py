@@ -339,6 +339,66 @@ def test_round1_reward_and_utility_single_cluster():
     np.testing.assert_allclose(sel.idu, [0.38, 1.49, 1.0], atol=1e-12)
 
 
+def test_detrended_reward_subtracts_the_running_baseline():
+    # reward_baseline rho = 0.5. Three rounds on one cluster of 6 (rate 1/3 -> 2 a round, one use each);
+    # raw rewards mean(before - L) with before = U0 for never-trained samples:
+    #   round 1: idx0 (U0 6), idx1 (5): losses 5, 4 -> raw 1.0; baseline none yet -> b = 1.0, detrended 0
+    #   round 2: idx2 (4), idx3 (3): losses 1, 0 -> raw 3.0; detrended 3 - 1 = 2; b = 0.5*1 + 0.5*3 = 2
+    #   round 3: idx4 (2), idx5 (1): losses 1.5, 0.5 -> raw 0.5; detrended 0.5 - 2 = -1.5; b = 1.25
+    # scaled by min/max so far: 0 (equal), +1 (lo 0 hi 2), 2*(-1.5+1.5)/3.5 - 1 = -1 (lo -1.5 hi 2)
+    sel = make([f"s{i}" for i in range(6)], ["t"] * 6, [6.0, 5.0, 4.0, 3.0, 2.0, 1.0], [0] * 6,
+               rate=1 / 3, max_uses=1, reward="detrended", reward_baseline=0.5)
+    rows = [step(sel, 1, {0: 5.0, 1: 4.0}), step(sel, 2, {2: 1.0, 3: 0.0}), step(sel, 3, {4: 1.5, 5: 0.5})]
+    assert [r["reward"] for r in rows] == pytest.approx([1.0, 3.0, 0.5])
+    assert [r["reward_baseline"] for r in rows] == pytest.approx([1.0, 1.0, 2.0])
+    assert [r["reward_norm"] for r in rows] == pytest.approx([0.0, 1.0, -1.0])
+    assert sel.baseline.value == pytest.approx(1.25)
+    # the paper's reward on the same rounds: 0, +1 (lo 1 hi 3), 2*(0.5-0.5)/2.5 - 1 = -1
+    sel = make([f"s{i}" for i in range(6)], ["t"] * 6, [6.0, 5.0, 4.0, 3.0, 2.0, 1.0], [0] * 6,
+               rate=1 / 3, max_uses=1)
+    rows = [step(sel, 1, {0: 5.0, 1: 4.0}), step(sel, 2, {2: 1.0, 3: 0.0}), step(sel, 3, {4: 1.5, 5: 0.5})]
+    assert [r["reward_norm"] for r in rows] == pytest.approx([0.0, 1.0, -1.0])
+
+
+def test_detrended_and_consumed_rewards_rank_a_round_differently():
+    # raw rewards 1, 3, 2 (rho 0.5): consumed scales round 3 to 2*(2-1)/2 - 1 = 0;
+    # detrended: 0, 3 - 1 = 2, 2 - 2 = 0 (b after round 2: 0.5*1 + 0.5*3 = 2) -> 2*(0-0)/2 - 1 = -1
+    def three(**kw):
+        sel = make([f"s{i}" for i in range(6)], ["t"] * 6, [6.0, 5.0, 4.0, 3.0, 2.0, 1.0], [0] * 6,
+                   rate=1 / 3, max_uses=1, **kw)
+        return [step(sel, 1, {0: 5.0, 1: 4.0}), step(sel, 2, {2: 1.0, 3: 0.0}),
+                step(sel, 3, {4: 0.0, 5: -1.0})][-1]["reward_norm"]
+    assert three() == pytest.approx(0.0)
+    assert three(reward="detrended", reward_baseline=0.5) == pytest.approx(-1.0)
+
+
+def test_reward_baseline_state_round_trips():
+    from leadsel.select.idu import RewardBaseline
+
+    b = RewardBaseline(0.25)
+    assert b(2.0) == 2.0 and b(6.0) == 2.0            # b = 2, then 0.75*2 + 0.25*6 = 3
+    c = RewardBaseline(0.25)
+    c.load_state_dict(b.state_dict())
+    assert c(0.0) == pytest.approx(3.0) and c.value == pytest.approx(2.25)   # 0.75*3 + 0
+
+
+def test_middle_cold_start_ranks_each_tasks_median_first():
+    from leadsel.select.idu import cold_start
+
+    # task x: U0 1, 2, 3, 10 -> median 2.5 -> 2.5 - |U0 - 2.5| = 1.0, 2.0, 2.0, -5.0
+    # task y: U0 4, nan, 6 -> median of the finite 5 -> 4.0, nan, 4.0
+    u0 = np.array([1.0, 2.0, 3.0, 10.0, 4.0, np.nan, 6.0])
+    task = np.array([0, 0, 0, 0, 1, 1, 1])
+    np.testing.assert_allclose(cold_start(u0, task, "middle"), [1.0, 2.0, 2.0, -5.0, 4.0, np.nan, 4.0])
+    np.testing.assert_array_equal(cold_start(u0, task, "u0"), u0)
+    # the selector starts from it: one cluster, rate 0.5 -> 2 of task x: idx1, idx2 (2.0 each, ties by id),
+    # where the paper's cold start takes the two highest U0, idx3 (10) and idx2 (3)
+    ids, src = [f"s{i}" for i in range(7)], ["x"] * 4 + ["y"] * 3
+    sel = make(ids, src, u0, [0] * 7, rate=0.5, cold_start="middle")
+    assert sorted(sel.plan(1).tolist()) == [1, 2, 4, 6]
+    assert sorted(make(ids, src, u0, [0] * 7, rate=0.5).plan(1).tolist()) == [2, 3, 4, 6]
+
+
 def test_negative_delta_clamped_and_counted_in_the_row():
     sel = make(["a", "b", "c", "d"], ["t"] * 4, [1.0, 2.0, 3.0, 4.0], [0, 0, 1, 1], rate=0.5)
     sel.bandit = ScriptedBandit([0, 1, 0], 2)

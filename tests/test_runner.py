@@ -346,6 +346,44 @@ def test_compare_runs_methods_by_seeds_and_tabulates_them(setup, tmp_path):
     assert again["table"] == res["table"]
 
 
+def test_compare_variants_validation_and_the_share_of_full_datas_gain(setup, tmp_path):
+    from helpers import val_paths
+
+    from leadsel.compare import run_comparison
+    from leadsel.config import load_config
+
+    d, ckpt = setup
+    out = tmp_path / "cmp"
+    args = overrides(d, ckpt, out) + [
+        "compare.methods=[random, random@50%, full]", "compare.seeds=[0]", "budget=0.25", "evaluate_val=true",
+        f"data.val_paths={val_paths(d)}", "compare.variants={random@50%: [method=random, budget=0.5]}",
+        "compare.reference=full", "compare.curve=random"]
+    res = run_comparison(load_config(None, args))
+    runs = {m: json.loads((out / f"{m}-seed0" / "run.json").read_text()) for m in ("random", "random@50%", "full")}
+    assert [runs[m]["selection"]["budget"] for m in runs] == [10, 20, 40] and runs["random@50%"]["method"] == "random"
+    for r in runs.values():   # the validation sets, base and trained, beside the eval set
+        assert set(r["eval"]) == {"base", "trained", "val_base", "val_trained"}
+        assert set(r["eval"]["val_trained"]) == {"val_a", "val_b", "mean"}
+        assert "eval-val-val_a" in r["passes"]["forward"] or "eval-val-val_a" in r["passes"]["cached_forward"]
+    table = {t["method"]: t for t in res["table"]}
+
+    def share(m, kind=""):  # by hand from run.json: per set (base - m) / (base - full), averaged
+        ev, full = runs[m]["eval"], runs["full"]["eval"]
+        sets = [k for k in ev[kind + "trained"] if k != "mean"]
+        gains = [(ev[kind + "base"][k]["loss_per_sample"] - ev[kind + "trained"][k]["loss_per_sample"])
+                 / (ev[kind + "base"][k]["loss_per_sample"] - full[kind + "trained"][k]["loss_per_sample"]) for k in sets]
+        return float(np.mean(gains))
+
+    for m in runs:
+        assert table[m]["gain_share"] == pytest.approx(share(m), abs=1e-12)
+        assert table[m]["val_gain_share"] == pytest.approx(share(m, "val_"), abs=1e-12)
+    assert table["full"]["gain_share"] == pytest.approx(1.0) and table["random@50%"]["budget_share"] == 0.5
+    md = (out / "comparison.md").read_text()
+    assert "| method | seeds | distinct trained | sample-passes | share of gain | vs random | worth random at | ratio |" in md
+    assert f"| random@50% | 1 | 20 | 20 | {share('random@50%'):.1%} |" in md
+    assert "Validation loss per sample" in md and "| val_a | val_b |" in md
+
+
 def test_the_adapter_starts_alike_whether_the_model_was_converted_or_cached(setup, tmp_path, monkeypatch):
     # converting the bundled model builds a model from its config, which draws from torch's
     # generator; the LoRA adapter created after it must not see those draws (a cold cache and a

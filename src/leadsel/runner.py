@@ -80,7 +80,9 @@ def run(cfg: RunConfig, resume: bool | None = None) -> dict:
     if cfg.evaluate:
         with m.stage("eval_before"):
             before = s.evaluate(base=True, label="eval (base)")
-        m.set("eval", {"base": before})
+            if cfg.evaluate_val:
+                val_before = s.evaluate(base=True, label="val (base)", validation=True)
+        m.set("eval", {"base": before, **({"val_base": val_before} if cfg.evaluate_val else {})})
         tracking.log_eval(s, "eval_base", before, 0)
     planned = selector.planned_samples
     total = None if planned is None else steps_for(planned, cfg.train, acc.num_processes)
@@ -125,7 +127,9 @@ def run(cfg: RunConfig, resume: bool | None = None) -> dict:
     if cfg.evaluate:
         with m.stage("eval_after"):
             after = s.evaluate(base=False, label="eval (trained)")
-        m.set("eval", {"base": before, "trained": after})
+            val = ({"val_base": val_before, "val_trained": s.evaluate(base=False, label="val (trained)", validation=True)}
+                   if cfg.evaluate_val else {})
+        m.set("eval", {"base": before, "trained": after, **val})
         tracking.log_eval(s, "eval", after, trainer.global_step)
     with m.stage("save"):
         if acc.is_main_process:

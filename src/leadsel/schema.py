@@ -90,6 +90,10 @@ class BundledPoolConfig:
     """Drop pairs whose stripped response is shorter than this (empty ones always go)."""
     seed: int = 0
     """Seed of every shuffle (>= 0); the same config and tokenizer give identical files."""
+    noise: float = 0.0
+    """Planted noise: this share of the pool (in [0, 1)) gets responses swapped to mismatched prompts
+    (each chosen sample takes the next chosen sample's response), and its ids end in `~swapped`, so a
+    comparison can count how much noise each method trained. 0: none (the pool is unchanged)."""
 
 
 @dataclass
@@ -287,6 +291,18 @@ class LeadConfig(Checked):
     """false: the no-IDU ablation (utility = the raw in-loop loss; b = 0, D = 0)."""
     stratify: bool = True
     """Stratify each cluster by task (the sample's source). false: the no-task ablation."""
+    reward: Literal["consumed", "detrended"] = "consumed"
+    """The bandit's raw reward for a round: consumed (the paper: mean(IDU_before - L) over the
+    round's samples) | detrended (that minus a running baseline of earlier rounds' rewards,
+    b <- (1 - rho) b + rho r with rho = reward_baseline; round 1 gets 0). Both are then scaled to
+    [-1, 1] by the min and max seen so far. Detrending removes the part every arm shares: how much
+    the model has improved since the samples' IDU was last set (U0 for a sample never trained)."""
+    reward_baseline: float = 0.3
+    """rho, the weight of the newest reward in the running baseline (reward: detrended)."""
+    cold_start: Literal["u0", "middle"] = "u0"
+    """The utility of a never-trained sample: u0 (the paper: its base-model loss U0) | middle
+    (m - |U0 - m| with m the median U0 of its task: the middle of each task's U0 ranks first,
+    both tails last, since the top of U0 holds degenerate responses and the bottom near-copies)."""
     trim: Literal["idu", "proportional"] = "idu"
     """A round that would pass the budget keeps only as many never-trained samples as the budget
     has left: idu (the highest IDU first, whatever their task) | proportional (each task keeps its
@@ -302,6 +318,7 @@ class LeadConfig(Checked):
         "max_uses": (lambda v: v >= 1, ">= 1"),
         "gradient_sketch": (lambda v: v >= 0, ">= 0 (0: exact reference gradients)"),
         "smoothing": (lambda v: 0 <= v < 1, "in [0, 1)"),
+        "reward_baseline": (lambda v: 0 < v <= 1, "in (0, 1]"),
     }
 
 
@@ -403,8 +420,19 @@ class TargetedConfig(Checked):
 
 @dataclass
 class CompareConfig(Checked):
-    methods: list[MethodName] = field(default_factory=lambda: ["lead", "random"])
-    """`leadsel compare`: the methods to run (see `method`), each on every seed."""
+    methods: list[str] = field(default_factory=lambda: ["lead", "random"])
+    """`leadsel compare`: the methods to run (see `method`) or names of `variants`, each on every seed."""
+    variants: dict[str, list[str]] = field(default_factory=dict)
+    """`leadsel compare`: named rows that run a method with other settings: name -> key=value
+    overrides, one of them `method=...` (e.g. `random@30%: [method=random, budget=0.3]`)."""
+    reference: str = ""
+    """`leadsel compare`: the row whose gain over the base model counts as 100% in the `share of
+    gain` column (per eval set, (base - row) / (base - reference), averaged): usually a `full` run.
+    Empty: no such column."""
+    curve: str = ""
+    """`leadsel compare`: a prefix of rows (e.g. `random`) that run one method at several budgets:
+    each other row's share of gain is located on their curve, as the budget at which that method
+    would reach it (linear between points) and its ratio to the row's own budget. Empty: none."""
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
     """`leadsel compare`: the run seeds (`warmup.seed` stays fixed, so offline scores are shared)."""
     one_seed: list[str] = field(default_factory=list)
@@ -417,6 +445,21 @@ class CompareConfig(Checked):
         for m in self.one_seed:
             if m not in self.methods:
                 raise ConfigError(f"one_seed: {m!r} is not in compare.methods")
+        known = choices_of(MethodName)
+        for m in self.methods:
+            if m not in known and m not in self.variants:
+                raise ConfigError(f"methods: {m!r} is not one of {', '.join(known)} (or a name in compare.variants)")
+        for name, overrides in self.variants.items():
+            if name in known:
+                raise ConfigError(f"variants: {name!r} is a method's name; give the variant another")
+            if not any(str(o).split("=", 1)[0].strip() == "method" for o in overrides):
+                raise ConfigError(f"variants.{name}: needs a method=... override")
+        for key in ("reference", "curve"):
+            v = getattr(self, key)
+            if key == "reference" and v and v not in self.methods:
+                raise ConfigError(f"reference: {v!r} is not in compare.methods")
+            if key == "curve" and v and not any(m.startswith(v) for m in self.methods):
+                raise ConfigError(f"curve: no row of compare.methods starts with {v!r}")
 
 
 @dataclass
@@ -440,6 +483,9 @@ class RunConfig(Checked):
     """LEAD: at most this many rounds (one bandit pull and one training pass each)."""
     evaluate: bool = True
     """Held-out loss of the base and the trained model at the start and end of a run."""
+    evaluate_val: bool = False
+    """Also the loss on the validation sets (data.val_paths, or the bundled val splits), recorded
+    apart from the eval sets: settings are chosen on these, results reported on the eval sets."""
     eval_max_samples: int = 50
     """Cap on samples per held-out eval split (0: no cap)."""
     progress: bool = True

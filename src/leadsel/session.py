@@ -262,11 +262,13 @@ class Session:
         self.manifest.set("passes", self.counter.to_dict())
         return out
 
-    def evaluate(self, base: bool, label: str) -> dict:
-        """Held-out loss (mean per sample and per token) on every eval set."""
+    def evaluate(self, base: bool, label: str, validation: bool = False) -> dict:
+        """Held-out loss (mean per sample and per token) on every eval set, or on every validation
+        set (``validation``: the sets settings are chosen on)."""
         out = {}
-        for ev in self.evals:
-            loss, tokens = self.losses(ev.encoded, f"eval-{ev.name}", base=base, desc=f"{label} {ev.name}")
+        sets, kind = (self.validation_sets(), "eval-val") if validation else (self.evals, "eval")
+        for ev in sets:
+            loss, tokens = self.losses(ev.encoded, f"{kind}-{ev.name}", base=base, desc=f"{label} {ev.name}")
             out[ev.name] = {"loss_per_sample": float(loss.mean()),
                             "loss_per_token": float((loss * tokens).sum() / tokens.sum()), "n": len(loss)}
         if out:

@@ -25,6 +25,13 @@ id; then pairs with an empty user/response (``min_response_chars``) or longer th
 (``count_tokens(user) + count_tokens(assistant)``) are dropped. Per source the candidates are
 shuffled with ``numpy.random.default_rng([seed, SOURCE_STREAMS[source]])`` and cut into eval,
 then val, then pool, so the splits never share an id or a content key.
+
+With ``noise`` > 0, round(noise x size) pool samples (at least 2) drawn with
+``default_rng([seed, NOISE_STREAM])`` take, in the order drawn, the next drawn sample's response
+(the last takes the first's): each prompt then has a response written for another, mostly of
+another source. Their ids end in :data:`NOISE_MARK`, their ``source`` stays the prompt's, and
+their length may pass ``max_tokens`` (``encoding.max_length`` still applies). The eval and val
+splits are never touched.
 """
 from __future__ import annotations
 
@@ -62,6 +69,10 @@ KNOWN_SOURCES = POOL_SOURCES + EVAL_ONLY_SOURCES
 SOURCE_STREAMS = {"sharegpt": 1, "chatterbot": 2, "chitchat": 3, "champ": 4, "humaneval": 5}
 #: The entropy word of the rng that interleaves the pool file.
 POOL_STREAM = 100
+#: The entropy word of the rng that picks the planted-noise samples (``noise``).
+NOISE_STREAM = 101
+#: The end of a planted-noise sample's id (its response belongs to another prompt).
+NOISE_MARK = "~swapped"
 
 #: Instruction put before each HumanEval prompt in the user turn.
 HUMANEVAL_INSTRUCTION = "Complete the following Python function.\n\n"
@@ -259,6 +270,11 @@ def _validate(cfg: BundledPoolConfig) -> dict[str, float]:
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) \
                 or v <= 0:
             raise ValueError(f"mix share of {k!r} must be a finite number > 0, got {v!r}")
+    if isinstance(cfg.noise, bool) or not isinstance(cfg.noise, (int, float)) or not 0 <= cfg.noise < 1:
+        raise ValueError(f"BundledPoolConfig.noise must be a number in [0, 1), got {cfg.noise!r}")
+    if cfg.noise and round(cfg.noise * cfg.size) < 2:
+        raise ValueError(f"BundledPoolConfig.noise={cfg.noise} plants round({cfg.noise} x {cfg.size}) = "
+                         f"{round(cfg.noise * cfg.size)} samples: swapping needs at least 2")
     total = float(sum(cfg.mix.values()))
     return {s: cfg.mix[s] / total for s in POOL_SOURCES if s in cfg.mix}
 
@@ -275,8 +291,12 @@ def _pool_counts(size: int, shares: dict[str, float]) -> dict[str, int]:
 
 
 def config_fingerprint(cfg: BundledPoolConfig, tokenizer_name: str = "") -> str:
-    """First 16 hex digits of sha256 over (config, tokenizer name, BUILDER_VERSION)."""
-    blob = json.dumps([asdict(cfg), tokenizer_name, BUILDER_VERSION], sort_keys=True,
+    """First 16 hex digits of sha256 over (config, tokenizer name, BUILDER_VERSION); a pool
+    without planted noise keeps the key it had before ``noise`` existed."""
+    fields = asdict(cfg)
+    if not fields["noise"]:
+        del fields["noise"]
+    blob = json.dumps([fields, tokenizer_name, BUILDER_VERSION], sort_keys=True,
                       ensure_ascii=False, default=str)
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:16]
 
@@ -287,6 +307,20 @@ def _record(pid: str, source: str, user: str, assistant: str) -> dict:
     return {"id": pid, "source": source,
             "messages": [{"role": "user", "content": user},
                          {"role": "assistant", "content": assistant}]}
+
+
+def plant_noise(pool: list[dict], share: float, seed: int) -> list[dict]:
+    """``pool`` with round(share x len) samples' responses swapped along a cycle (module doc)."""
+    n = round(share * len(pool))
+    if n < 2:
+        return pool
+    drawn = np.random.default_rng([seed, NOISE_STREAM]).choice(len(pool), size=n, replace=False)
+    out = list(pool)
+    for j, i in enumerate(drawn):
+        src = pool[drawn[(j + 1) % n]]
+        out[i] = _record(pool[i]["id"] + NOISE_MARK, pool[i]["source"], pool[i]["messages"][0]["content"],
+                         src["messages"][1]["content"])
+    return out
 
 
 def _result(out: Path, stats: dict) -> BundledPool:
@@ -395,14 +429,14 @@ def build_bundled_pool(cfg: BundledPoolConfig, count_tokens: Callable[[str], int
         evals[src] = [_record(c[i][0], src, c[i][1], c[i][2]) for i in order[:n]]
         src_stats[src].update(eval=n, val=0, pool=0)
     perm = np.random.default_rng([cfg.seed, POOL_STREAM]).permutation(len(pool_parts))
-    pool = [pool_parts[i] for i in perm]
+    pool = plant_noise([pool_parts[i] for i in perm], cfg.noise, cfg.seed)
 
     files = {"pool": "pool.jsonl",
              "evals": {s: f"eval_{s}.jsonl" for s in evals},
              "vals": {s: f"val_{s}.jsonl" for s in vals}}
     stats = {"fingerprint": fp, "builder_version": BUILDER_VERSION,
              "tokenizer_name": tokenizer_name, "config": asdict(cfg),
-             "pool_total": len(pool),
+             "pool_total": len(pool), "noise": sum(r["id"].endswith(NOISE_MARK) for r in pool),
              "eval_total": sum(len(v) for v in evals.values()),
              "val_total": sum(len(v) for v in vals.values()),
              "sources": {s: src_stats[s] for s in KNOWN_SOURCES}, "files": files}

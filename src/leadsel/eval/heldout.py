@@ -94,7 +94,8 @@ def evaluate_run(run_dir: str | Path, extra: list[str] = (), overrides: list[str
     trained = s.evaluate(base=False, label="eval (trained)") if heldout else None
     fp = model_fingerprint(s.model, s.model_path, hash_weights=cfg.model.finetuning == "full")
     record = eval_record(s, base, trained, fp) if heldout else (old or eval_record(s, None, None, fp))
-    entry = {"base": base, "trained": trained} if heldout else dict(man.get("eval") or {})
+    kept = {k: v for k, v in (man.get("eval") or {}).items() if k.startswith("val_")}   # validation losses stay
+    entry = {"base": base, "trained": trained, **kept} if heldout else dict(man.get("eval") or {})
     if prepared is not None:
         h = harness_eval(s.model, s.tokenizer, prepared, **({"precision": s.precision} | harness_kwargs))
         h["template"] = s.cfg.encoding.template or "model's own"

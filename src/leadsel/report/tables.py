@@ -1,5 +1,6 @@
-"""The tables of a comparison: one row of numbers per run, their mean ± std per method, the
-differences to random, the markdown of comparison.md, and that markdown's tables as HTML."""
+"""The tables of a comparison: one row of numbers per run, each run's share of the reference's
+gain, their mean ± std per method, the differences to random, where a row sits on a curve of one
+method's budgets, the markdown of comparison.md, and that markdown's tables as HTML."""
 from __future__ import annotations
 
 import html
@@ -8,6 +9,8 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
+
+from ..data.bundled import NOISE_MARK
 
 
 def _needed(passes: dict, kind: str, stage_filter) -> tuple[int, int]:
@@ -31,6 +34,7 @@ def run_row(run_dir: Path) -> dict:
     fwd_n, fwd_tok = _needed(p, "forward", lambda st: not st.startswith("eval-"))
     bwd_n, bwd_tok = _needed(p, "backward", lambda st: True)
     row = {"method": man["method"], "seed": man["seed"], "budget": man.get("selection", {}).get("budget"),
+           "pool": man.get("data", {}).get("n_pool"),
            "distinct_trained": man.get("rounds", {}).get("distinct_trained"),
            "samples_trained": man.get("rounds", {}).get("samples_trained"),
            "forward_passes": fwd_n, "backward_passes": bwd_n,
@@ -47,7 +51,42 @@ def run_row(run_dir: Path) -> dict:
         row[f"loss_{name}"] = v["loss_per_sample"]
     for name, v in (ev.get("base") or {}).items():
         row[f"base_loss_{name}"] = v["loss_per_sample"]
+    for name, v in (ev.get("val_trained") or {}).items():
+        row[f"val_loss_{name}"] = v["loss_per_sample"]
+    for name, v in (ev.get("val_base") or {}).items():
+        row[f"val_base_loss_{name}"] = v["loss_per_sample"]
     return row
+
+
+def gain_shares(rows: list[dict], reference: str) -> None:
+    """Add to each row its share of the reference's gain, on the eval sets (``gain_share``) and on
+    the validation sets (``val_gain_share``): per set (base - row) / (base - reference), with the
+    reference's mean over its seeds, averaged over the sets (the mean over sets is not a set), so
+    no one high-loss set decides. A set where the reference did not improve on the base is left out."""
+    ref = [r for r in rows if r["method"] == reference]
+    if not ref:
+        return
+    for prefix in ("", "val_"):
+        sets = [k[len(prefix) + 5:] for k in ref[0] if k.startswith(prefix + "loss_") and k != prefix + "loss_mean"]
+        target = {k: float(np.mean([r[f"{prefix}loss_{k}"] for r in ref])) for k in sets}
+        for r in rows:
+            shares = [(r[f"{prefix}base_loss_{k}"] - r[f"{prefix}loss_{k}"]) / (r[f"{prefix}base_loss_{k}"] - target[k])
+                      for k in sets if f"{prefix}loss_{k}" in r and r[f"{prefix}base_loss_{k}"] > target[k]]
+            if shares:
+                r[f"{prefix}gain_share"] = float(np.mean(shares))
+
+
+def on_curve(points: list[tuple[float, float]], value: float) -> tuple[str, float | None]:
+    """Where ``value`` sits on a curve of (budget, share of gain) points (sorted by budget): the
+    budget at which the curve first reaches it, linear between points; ("<", lowest budget) below the
+    curve's first point, (">", highest budget) above its every point."""
+    pts = sorted(points)
+    if value <= pts[0][1]:
+        return ("=", pts[0][0]) if value == pts[0][1] else ("<", pts[0][0])
+    for (b0, v0), (b1, v1) in zip(pts, pts[1:]):
+        if v0 < value <= v1:
+            return "=", b0 + (b1 - b0) * (value - v0) / (v1 - v0)
+    return ">", pts[-1][0]
 
 
 def pool_u0(run_dirs: list[Path]) -> dict[str, float] | None:
@@ -71,6 +110,11 @@ def selection_profile(run_dir: Path, u0: dict[str, float] | None) -> dict:
         return {}
     out = {f"share_{src}": sum(t["source"][i] == src for i in used) / len(used) for src in sorted(set(t["source"]))}
     out["mean_length"] = float(np.mean([t["length"][i] for i in used]))
+    noise = [i.endswith(NOISE_MARK) for i in t["id"]]
+    if any(noise):  # a pool with planted noise: how much of it the run trained, of its distinct samples and passes
+        out["noise_distinct"] = sum(noise[i] for i in used) / len(used)
+        out["noise_passes"] = sum(t["times_used"][i] for i in used if noise[i]) / sum(t["times_used"][i] for i in used)
+        out["noise_pool"] = sum(noise) / len(noise)
     if u0 is not None:
         vals = np.asarray([u0[i] for i in t["id"]], dtype=np.float64)
         pct = 100.0 * (np.argsort(np.argsort(vals, kind="stable"), kind="stable") + 0.5) / len(vals)
@@ -118,10 +162,51 @@ def versus(table: list[dict], ref: str = "random", key: str = "loss_mean") -> di
     return out
 
 
-def markdown(table: list[dict], rows: list[dict]) -> str:
+def _where(t: dict, curve: list[tuple[float, float]]) -> tuple[str, str]:
+    """The 'worth <curve> at' and 'ratio' cells of row ``t``."""
+    if not curve or "gain_share" not in t or not t.get("budget_share"):
+        return "–", "–"
+    how, b = on_curve(curve, t["gain_share"])
+    rel = {"=": "", "<": "< ", ">": "> "}[how]
+    return f"{rel}{b:.1%}", f"{rel}{b / t['budget_share']:.2f}"
+
+
+def headline(table: list[dict], curve_prefix: str = "") -> list[str]:
+    """The headline table's lines: share of the reference's gain (eval and validation), the
+    difference to random, where each row sits on the curve, and the planted noise trained."""
+    if not any("gain_share" in t for t in table):
+        return []
+    curve = [(t["budget_share"], t["gain_share"]) for t in table
+             if curve_prefix and t["method"].startswith(curve_prefix) and "gain_share" in t and t.get("budget_share")]
+    vs = versus(table, key="gain_share")
+    noise = any("noise_distinct" in t for t in table)
+    lines = ["Share of the reference's gain (per eval set (base − method) / (base − reference), averaged over the "
+             "sets; 100% = the reference, 0% = the base model; mean ± std over seeds; higher is better). `vs random`: "
+             "the difference to random at the same distinct budget ± its standard error."
+             + (f" `worth {curve_prefix} at`: the budget at which {curve_prefix}'s curve (its rows at several "
+                f"budgets, linear between them) reaches the row's share; `ratio`: that budget over the row's own."
+                if curve else "")
+             + " `val`: the same on the validation sets, where settings are chosen."
+             + (" `noise`: the share of the distinct samples trained that were planted noise (the pool's share: "
+                f"{next(t['noise_pool'] for t in table if 'noise_pool' in t):.0%})." if noise else ""), "",
+             "| method | seeds | distinct trained | sample-passes | share of gain | vs random | "
+             + (f"worth {curve_prefix} at | ratio | " if curve else "") + "val share of gain | "
+             + ("noise | " if noise else ""),
+             "| --- | --- | --- | --- | --- | --- | " + ("--- | --- | " if curve else "") + "--- | "
+             + ("--- | " if noise else "")]
+    for t in table:
+        v = f"{vs[t['method']][0]:+.1%} ± {vs[t['method']][1]:.1%}" if t["method"] in vs else "–"
+        cells = [t["method"], str(t["seeds"]), _pm(t, "distinct_trained", "{:.0f}"), _pm(t, "samples_trained", "{:.0f}"),
+                 _pm(t, "gain_share", "{:.1%}"), v, *(_where(t, curve) if curve else ()),
+                 _pm(t, "val_gain_share", "{:.1%}"), *((_pm(t, "noise_distinct", "{:.1%}"),) if noise else ())]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines + [""]
+
+
+def markdown(table: list[dict], rows: list[dict], curve_prefix: str = "") -> str:
     sets = sorted({k[5:] for t in table for k in t if k.startswith("loss_") and not k.endswith("_std")} - {"mean"})
     vs = versus(table)
-    lines = ["# Comparison", "",
+    lines = ["# Comparison", "", *headline(table, curve_prefix),
              "Held-out loss per sample (mean ± std over seeds; lower is better) after training on each "
              "method's selection. `base` is the model before training. `vs random`: the method's mean minus "
              "random's, ± the standard error of that difference. `trained tokens`: tokens (prompt and response) the "
@@ -137,6 +222,16 @@ def markdown(table: list[dict], rows: list[dict]) -> str:
         lines.append(f"| {t['method']} | {t['seeds']} | {_pm(t, 'distinct_trained', '{:.0f}')} | "
                      f"{_pm(t, 'train_tokens', '{:.0f}')} | {_pm(t, 'loss_mean')} | {v} | "
                      + " | ".join(_pm(t, 'loss_' + s) for s in sets) + " |")
+    vsets = sorted({k[9:] for t in table for k in t if k.startswith("val_loss_") and not k.endswith("_std")} - {"mean"})
+    if vsets:
+        lines += ["", "Validation loss per sample (the validation sets, on which settings are chosen; mean ± std over "
+                      "seeds).", "",
+                  "| method | mean | " + " | ".join(vsets) + " |", "| --- | --- | " + " | ".join("---" for _ in vsets) + " |"]
+        if "val_base_loss_mean" in base:
+            lines.append(f"| base | {base['val_base_loss_mean']:.4f} | "
+                         + " | ".join(f"{base.get('val_base_loss_' + s, float('nan')):.4f}" for s in vsets) + " |")
+        for t in table:
+            lines.append(f"| {t['method']} | {_pm(t, 'val_loss_mean')} | " + " | ".join(_pm(t, 'val_loss_' + s) for s in vsets) + " |")
     shares = sorted({k for t in table for k in t if k.startswith("share_") and not k.endswith("_std")})
     if shares:
         lines += ["", "What each method trained on (mean over seeds): each source's share of the distinct samples, "

@@ -1,4 +1,5 @@
-"""Instance-level Dynamic Uncertainty (docs/algorithms.md §1.3) and the bandit reward scale (§1.2.5).
+"""Instance-level Dynamic Uncertainty (docs/algorithms.md §1.3), its cold start, and the bandit
+reward's baseline and scale (§1.2.5).
 
 Plain numpy, no state beyond what the caller passes. For a round t that trains cluster k:
 
@@ -96,3 +97,42 @@ class RewardScale:
 
     def load_state_dict(self, state: dict) -> None:
         self.lo, self.hi = float(state["lo"]), float(state["hi"])
+
+
+def cold_start(u0: np.ndarray, task: np.ndarray, how: str) -> np.ndarray:
+    """The IDU of never-trained samples: ``u0`` itself, or (``middle``) m - |U0 - m| with m the
+    median U0 of the sample's task (NaN U0 stays NaN and never counts in a median)."""
+    u0 = np.asarray(u0, dtype=np.float64)
+    if how == "u0":
+        return u0.copy()
+    if how != "middle":
+        raise ValueError(f"lead.cold_start: unknown {how!r}")
+    out = np.full_like(u0, np.nan)
+    for t in np.unique(task):
+        rows = task == t
+        finite = u0[rows][np.isfinite(u0[rows])]
+        if len(finite):
+            m = float(np.median(finite))
+            out[rows] = m - np.abs(u0[rows] - m)
+    return out
+
+
+class RewardBaseline:
+    """A running baseline of the raw rewards: b <- (1 - rho) b + rho r. Called with a round's reward,
+    it returns the baseline of the rounds before (the reward itself in round 1, so that round's
+    detrended reward is 0), then takes the reward in."""
+
+    def __init__(self, rho: float):
+        self.rho = float(rho)
+        self.value = math.nan
+
+    def __call__(self, reward: float) -> float:
+        before = reward if math.isnan(self.value) else self.value
+        self.value = (1.0 - self.rho) * before + self.rho * reward
+        return before
+
+    def state_dict(self) -> dict:
+        return {"value": self.value}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.value = float(state["value"])

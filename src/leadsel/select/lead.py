@@ -5,7 +5,8 @@ per task (the sample's source), the top ceil(rate * n_(cluster, task)) eligible 
 (eligible: trained fewer than ``max_uses`` times; ties by sample id) are trained once. Then each
 trained sample's IDU is updated from its in-loop loss and the round's correction D (see
 :mod:`.idu`), and the arm is rewarded with the utility the round consumed,
-mean(IDU_before - L_observed), normalised to [-1, 1]. The run stops when ``budget`` distinct
+mean(IDU_before - L_observed) (with ``reward: detrended``, minus a running baseline of the earlier
+rounds' rewards), normalised to [-1, 1]. The run stops when ``budget`` distinct
 samples have been trained, after ``rounds`` rounds, or when no sample is eligible.
 
 A round that would pass the budget keeps only as many never-trained samples as the budget has
@@ -26,7 +27,7 @@ from ..schema import LeadConfig, RunConfig, count_of
 from .base import (Method, PoolView, RoundStats, Selector, UsageTracker, ranked, restore_rng,
                    rng_state, source_codes)
 from .clusters import cluster_pool
-from .idu import Correction, RewardScale, correction, cosine, updated_idu
+from .idu import Correction, RewardBaseline, RewardScale, cold_start, correction, cosine, updated_idu
 from .sketch import CountSketch
 
 
@@ -59,9 +60,10 @@ class LeadSelector(Selector):
             params["gamma"] = exp3_gamma(self.n_arms, self.max_rounds)
         self.bandit = make_bandit(bc.name, self.n_arms, seed, **params)
         self.rng = stream(seed, "lead")                  # softmax sampling and the training order
-        self.idu = np.asarray(view.scores["u0"], dtype=np.float64).copy()
+        self.idu = cold_start(np.asarray(view.scores["u0"], dtype=np.float64), self.task, cfg.cold_start)
         self.usage = UsageTracker(n)
         self.scale = RewardScale()
+        self.baseline = RewardBaseline(cfg.reward_baseline)
         self.round = 0                                   # last completed round
         self.d_prev = math.nan                           # delta of the last round
         self.visited = np.zeros(self.n_arms, dtype=bool)
@@ -149,7 +151,8 @@ class LeadSelector(Selector):
         else:
             self.idu[indices] = losses
         reward = float(np.mean(before - losses))
-        reward_norm = self.scale(reward)
+        baseline = self.baseline(reward)
+        reward_norm = self.scale(reward if self.cfg.reward == "consumed" else reward - baseline)
         self.bandit.update(arm, reward_norm)
         left, seen = self.eligible_left(), np.unique(indices)
         was_ok = self.usage.times_used[seen] < self.cfg.max_uses
@@ -163,7 +166,8 @@ class LeadSelector(Selector):
         self.visited[arm] = True
         self.d_prev, self.round = delta, t
         tasks = np.bincount(self.task[indices], minlength=len(self.task_names) if self.cfg.stratify else 1)
-        return {"arm": arm, **p["summary"], "reward": reward, "reward_norm": reward_norm, "D": corr.D,
+        return {"arm": arm, **p["summary"], "reward": reward, "reward_baseline": baseline,
+                "reward_norm": reward_norm, "D": corr.D,
                 "beta": corr.beta, "cos_phi": corr.cos_phi, "rule": corr.rule, "clamped": corr.clamped,
                 "delta": delta, "n_new": n_new, "mean_idu_before": float(before.mean()),
                 "idu_quantiles": self.idu_quantiles(),
@@ -215,7 +219,8 @@ class LeadSelector(Selector):
 
     def state_dict(self) -> dict:
         return {"idu": self.idu.copy(), "usage": self.usage.state_dict(), "bandit": self.bandit.state_dict(),
-                "rng": rng_state(self.rng), "scale": self.scale.state_dict(), "round": self.round,
+                "rng": rng_state(self.rng), "scale": self.scale.state_dict(),
+                "baseline": self.baseline.state_dict(), "round": self.round,
                 "d_prev": self.d_prev, "visited": self.visited.copy(), "ref_delta": self.ref_delta.copy(),
                 "cos_prev": self.cos_prev.copy(), "ref_grad": {str(k): v for k, v in self.ref_grad.items()}}
 
@@ -226,6 +231,8 @@ class LeadSelector(Selector):
         self.bandit.load_state_dict(state["bandit"])
         self.rng = restore_rng(state["rng"])
         self.scale.load_state_dict(state["scale"])
+        if "baseline" in state:  # absent from checkpoints written before reward: detrended existed
+            self.baseline.load_state_dict(state["baseline"])
         self.round, self.d_prev = int(state["round"]), float(state["d_prev"])
         self.visited = np.asarray(state["visited"], dtype=bool).copy()
         self.ref_delta = np.asarray(state["ref_delta"], dtype=np.float64).copy()
