@@ -61,6 +61,31 @@ def test_run_report_embeds_every_plot(comparison):
     assert all(r["idu_quantiles"] and len(r["step_losses"]) == r["n_steps"] for r in rows)
 
 
+def test_the_arms_table_counts_pulls_and_averages_rewards(comparison):
+    import pyarrow.parquet as pq
+
+    from leadsel.report.page import arms_table, noise_trained
+    from leadsel.report.plots import Run
+
+    run = Run.load(comparison / "lead-seed3")
+    rows = [json.loads(x) for x in (run.dir / "rounds.jsonl").read_text().splitlines()]
+    cluster = pq.read_table(run.dir / "scores.parquet").column("cluster").to_pylist()
+    text = arms_table(run)
+    for k in range(max(cluster) + 1):   # per arm: pool samples, pulls, mean raw and scaled reward
+        mine = [r for r in rows if r["arm"] == k]
+        raw = f"{np.mean([r['reward'] for r in mine]):.4f}" if mine else "–"
+        scaled = f"{np.mean([r['reward_norm'] for r in mine]):+.3f}" if mine else "–"
+        assert f"<tr><td>{k}</td><td>{cluster.count(k)}</td><td>{len(mine)}</td><td>{raw}</td><td>{scaled}</td></tr>" in text
+    assert "planted noise" not in text and noise_trained(run) is None   # this pool has none
+    # planted noise: marked ids, two of the three trained ones
+    fake = Run(dir=run.dir, manifest=run.manifest, rows=rows[:1],
+               scores={"id": np.array(["a~swapped", "b", "c~swapped", "d~swapped"]), "cluster": np.array([0, 0, 1, 1]),
+                       "times_used": np.array([1, 1, 2, 0])})
+    assert noise_trained(fake) == "66.7% (pool: 75.0%)"
+    assert "<th>planted noise</th>" in arms_table(fake) and "<td>0</td><td>2</td><td>50%</td>" in arms_table(fake)
+    assert arms_table(Run(dir=run.dir, manifest={}, rows=[], scores={})) == ""
+
+
 def test_a_static_run_says_what_it_lacks(comparison):
     from leadsel.report import write_report
 

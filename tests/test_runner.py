@@ -382,6 +382,10 @@ def test_compare_variants_validation_and_the_share_of_full_datas_gain(setup, tmp
     assert "| method | seeds | distinct trained | sample-passes | share of gain | vs random | worth random at | ratio |" in md
     assert f"| random@50% | 1 | 20 | 20 | {share('random@50%'):.1%} |" in md
     assert "Validation loss per sample" in md and "| val_a | val_b |" in md
+    from leadsel.report import write_report
+
+    page = write_report(out).read_text()   # a variant is its own row, not its method's
+    assert "methods random, random@50%, full" in page and "<h2>comparison</h2>" in page
 
 
 def test_the_adapter_starts_alike_whether_the_model_was_converted_or_cached(setup, tmp_path, monkeypatch):

@@ -95,9 +95,9 @@ def cmd_compare(args) -> int:
 
     out = run_comparison(_config(args))
     if is_main_launch():
-        print((Path(out["dir"]) / "comparison.md").read_text())
+        print((Path(out["dir"]) / f"{out['tables']}.md").read_text())
         report = write_report(out["dir"])
-        print(f"-> {out['dir']}/comparison.md, comparison.csv, {report.name}")
+        print(f"-> {out['dir']}/{out['tables']}.md, {out['tables']}.csv, {report.name}")
     return 0
 
 

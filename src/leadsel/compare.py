@@ -57,7 +57,7 @@ def run_comparison(cfg: RunConfig) -> dict:
                 print(f"== {name}, seed {seed} -> {sub.output_dir}", file=sys.stderr, flush=True)
             run(sub)
     if not is_main_launch():  # the main process writes the tables (every run ended at a barrier)
-        return {"dir": cfg.output_dir, "table": None, "runs": None}
+        return {"dir": cfg.output_dir, "table": None, "runs": None, "tables": cfg.compare.tables}
     return write_tables(cfg)
 
 
@@ -77,6 +77,6 @@ def write_tables(cfg: RunConfig) -> dict:
     w = csv.DictWriter(buf, fieldnames=fields)
     w.writeheader()
     w.writerows(table)
-    atomic_write_bytes(out / "comparison.csv", buf.getvalue().encode())
-    atomic_write_bytes(out / "comparison.md", markdown(table, rows, cfg.compare.curve).encode())
-    return {"dir": str(out), "table": table, "runs": rows}
+    atomic_write_bytes(out / f"{cfg.compare.tables}.csv", buf.getvalue().encode())
+    atomic_write_bytes(out / f"{cfg.compare.tables}.md", markdown(table, rows, cfg.compare.curve).encode())
+    return {"dir": str(out), "table": table, "runs": rows, "tables": cfg.compare.tables}

@@ -433,6 +433,9 @@ class CompareConfig(Checked):
     """`leadsel compare`: a prefix of rows (e.g. `random`) that run one method at several budgets:
     each other row's share of gain is located on their curve, as the budget at which that method
     would reach it (linear between points) and its ratio to the row's own budget. Empty: none."""
+    tables: str = "comparison"
+    """`leadsel compare`: the file name (without extension) of the tables it writes into output_dir, .csv and .md
+    (two comparisons sharing one output_dir, and so their common runs, keep their own tables)."""
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
     """`leadsel compare`: the run seeds (`warmup.seed` stays fixed, so offline scores are shared)."""
     one_seed: list[str] = field(default_factory=list)

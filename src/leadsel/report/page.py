@@ -5,6 +5,9 @@ import html
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
+from ..data.bundled import NOISE_MARK
 from ..utils import atomic_write_bytes
 from .plots import (STAGES, Run, png, plot_bandit, plot_composition, plot_cost, plot_heldout_comparison,
                     plot_heldout_run, plot_idu, plot_step_loss)
@@ -63,6 +66,36 @@ def _fmt(v, spec=".4f") -> str:
     return "–" if v is None else format(v, spec)
 
 
+def arms_table(run: Run) -> str:
+    """Per arm of a bandit run: its pool samples (and their planted noise), how often it was pulled,
+    and the rewards it got, raw and as the bandit saw them: whether the pulls followed the rewards."""
+    pulls = [r for r in run.rows if r.get("arm") is not None]
+    if not pulls or "cluster" not in run.scores:
+        return ""
+    cluster = np.asarray(run.scores["cluster"])
+    noise = np.array([str(i).endswith(NOISE_MARK) for i in run.scores.get("id", [])], dtype=bool)
+    rows = []
+    for k in range(int(cluster.max()) + 1):
+        mine = [r for r in pulls if r["arm"] == k]
+        rows.append([k, int((cluster == k).sum()), *([f"{noise[cluster == k].mean():.0%}"] if noise.any() else []),
+                     len(mine), _fmt(float(np.mean([r["reward"] for r in mine])) if mine else None),
+                     _fmt(float(np.mean([r["reward_norm"] for r in mine])) if mine else None, "+.3f")])
+    head = ["arm", "pool samples", *(["planted noise"] if noise.any() else []), "pulls", "mean reward",
+            "mean scaled reward"]
+    return "<h2 id='h-arms'>Pulls and rewards per arm</h2>" + html_table(head, rows)
+
+
+def noise_trained(run: Run) -> str | None:
+    """The share of planted noise among the distinct samples trained, and in the pool (None: no noise)."""
+    ids, used = run.scores.get("id"), run.scores.get("times_used")
+    if ids is None or used is None:
+        return None
+    noise = np.array([str(i).endswith(NOISE_MARK) for i in ids], dtype=bool)
+    if not noise.any() or not (np.asarray(used) > 0).any():
+        return None
+    return f"{noise[np.asarray(used) > 0].mean():.1%} (pool: {noise.mean():.1%})"
+
+
 def run_page(run: Run) -> str:
     man = run.manifest
     ev = man.get("eval") or {}
@@ -77,6 +110,7 @@ def run_page(run: Run) -> str:
         ["rounds", rounds.get("n", len(run.rows))], ["samples trained (with repeats)", rounds.get("samples_trained", "–")],
         ["distinct samples trained", rounds.get("distinct_trained", "–")],
         ["held-out loss, base → trained (mean over sets)", f"{_fmt(before)} → {_fmt(after)}"],
+        *([["planted noise among the distinct samples trained", noise_trained(run)]] if noise_trained(run) else []),
         ["wall seconds", ", ".join(f"{s} {v:.1f}" for s, v in seconds.items() if v is not None)]])
     cost = [{"method": run.method, **{f"seconds_{s}": v for s, v in seconds.items() if v is not None}}]
     figures = [
@@ -107,7 +141,7 @@ def run_page(run: Run) -> str:
     ]
     meta = html.escape(f"{run.dir.name} · status {man.get('status')} · started {man.get('started', '?')} · "
                        f"finished {man.get('finished', '?')}")
-    return page(f"leadsel run: {run.method}", meta, summary, figures)
+    return page(f"leadsel run: {run.method}", meta, summary + arms_table(run), figures)
 
 
 def comparison_runs(cmp_dir: Path) -> list[Run]:
@@ -125,14 +159,19 @@ def comparison_runs(cmp_dir: Path) -> list[Run]:
 def comparison_page(cmp_dir: Path) -> str:
     runs = comparison_runs(cmp_dir)
     order = runs[0].manifest.get("config", {}).get("compare", {}).get("methods", [])
-    methods = sorted(dict.fromkeys(r.method for r in runs),
+    methods = sorted(dict.fromkeys(r.row for r in runs),
                      key=lambda m: (order.index(m) if m in order else len(order), m))
-    rows = [run_row(r.dir) for r in runs]
+    rows = [{**run_row(r.dir), "method": r.row} for r in runs]
     table = summarise(rows, methods)
-    first = [next(r for r in runs if r.method == m) for m in methods]
-    md = cmp_dir / "comparison.md"
-    intro = markdown_tables(md.read_text(encoding="utf-8")) if md.is_file() else ""
+    first = [next(r for r in runs if r.row == m) for m in methods]
+    # every table file of the directory (two comparisons may share it): comparison.md first
+    mds = sorted(cmp_dir.glob("*.md"), key=lambda f: (f.name != "comparison.md", f.name))
+    intro = "\n".join(f"<h2>{html.escape(f.stem)}</h2>" + markdown_tables(f.read_text(encoding="utf-8")) for f in mds)
     lead = next((r for r in first if any(x.get("arm") is not None for x in r.rows)), None)
+    for r in first:   # each bandit row's first seed: did its pulls follow its rewards?
+        arms = arms_table(r)
+        if arms:
+            intro += arms.replace("Pulls and rewards per arm", f"Pulls and rewards per arm: {html.escape(r.label)}", 1)
     figures = [
         _figure("plot-heldout", "Held-out loss per method: change from the base model",
                 "Per held-out set and their mean: the trained model's loss minus the base model's, mean over seeds "

@@ -29,8 +29,15 @@ class Run:
         return self.manifest["seed"]
 
     @property
+    def row(self) -> str:
+        """Its row in a comparison: the directory's name before ``-seed<N>`` (a method, or a variant
+        of one), or the method for a directory named otherwise."""
+        name, sep, seed = self.dir.name.rpartition("-seed")
+        return name if sep and seed == str(self.seed) else self.method
+
+    @property
     def label(self) -> str:
-        return f"{self.method} (seed {self.seed})"
+        return f"{self.row} (seed {self.seed})"
 
     @classmethod
     def load(cls, run_dir: Path) -> "Run":
