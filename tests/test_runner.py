@@ -57,6 +57,28 @@ def test_lead_run_writes_the_artifact_contract(setup, tmp_path):
     assert not (run_dir / "checkpoint").exists()  # removed once the run is complete
 
 
+def test_lead_reads_cos_phi_in_adams_metric_when_asked(setup, tmp_path, monkeypatch):
+    from leadsel.train.firstorder import FirstOrder
+
+    d, ckpt = setup
+    seen = []
+    flat = FirstOrder.flat
+    monkeypatch.setattr(FirstOrder, "flat", lambda self, optimizer=None: seen.append(optimizer is not None) or flat(self, optimizer))
+    rows = {}
+    for metric in ("euclidean", "adam"):
+        from leadsel.runner import run
+
+        seen.clear()
+        run(config(d, ckpt, tmp_path / metric, lead__cos_metric=metric, lead__gradient_sketch=0, evaluate="false"))
+        rows[metric] = rows_of(tmp_path / metric)
+        assert seen and all(s == (metric == "adam") for s in seen)   # the trainer was asked for that metric
+    # the same round 1 (nothing read the metric yet), then cosines of other vectors
+    assert rows["adam"][0]["selected_ids"] == rows["euclidean"][0]["selected_ids"]
+    mixed = [(a["cos_phi"], e["cos_phi"]) for a, e in zip(rows["adam"], rows["euclidean"])
+             if a["rule"] == e["rule"] == "mix" and a["arm"] == e["arm"]]
+    assert mixed and any(abs(a - e) > 1e-6 for a, e in mixed)
+
+
 def test_online_stage_runs_no_forward_pass_over_the_pool(setup, tmp_path, monkeypatch):
     """Every forward during the rounds is a training forward: the batch rows the decoder sees in the
     train stage add up to exactly the samples trained."""

@@ -99,6 +99,42 @@ def test_adam_first_step_delta_is_l1_norm(pool):
     assert r.steps[0].delta == pytest.approx(float((g * g / (g.abs() + 1e-8)).sum()), rel=1e-4)
 
 
+def test_adam_metric_by_hand():
+    from leadsel.train.firstorder import FirstOrder, adam_metric
+
+    # one AdamW step (beta2 0.5, eps 0.1) on p with gradient (2, -1, 0): v = 0.5 g^2 = (2, 0.5, 0),
+    # v_hat = v / (1 - 0.5) = g^2 -> sqrt(v_hat) + eps = (2.1, 1.1, 0.1) -> weights (2.1, 1.1, 0.1)^(-1/2)
+    p = torch.nn.Parameter(torch.zeros(3))
+    opt = torch.optim.AdamW([p], lr=0.1, betas=(0.9, 0.5), eps=0.1, weight_decay=0.0)
+    fresh = adam_metric(opt, [p])[0]   # not stepped yet: no metric
+    assert fresh.tolist() == [1.0, 1.0, 1.0]
+    first = FirstOrder([p])
+    p.grad = torch.tensor([2.0, -1.0, 0.0])
+    first.before_step()
+    opt.step()
+    want = torch.tensor([2.1, 1.1, 0.1]) ** -0.5
+    torch.testing.assert_close(adam_metric(opt, [p])[0], want)
+    # the round's sum (2, -1, 0) in that metric: g * w, so that (g w)·(g w) = g' P g = 4/2.1 + 1/1.1
+    flat = first.flat(opt)
+    np.testing.assert_allclose(flat, (torch.tensor([2.0, -1.0, 0.0]) * want).numpy(), rtol=1e-6)
+    assert float(flat @ flat) == pytest.approx(4 / 2.1 + 1 / 1.1, rel=1e-6)
+    np.testing.assert_array_equal(first.flat(), [2.0, -1.0, 0.0])   # euclidean: the sum itself
+    with pytest.raises(ValueError, match="needs an Adam-family optimizer"):
+        adam_metric(torch.optim.SGD([p], lr=0.1), [p])
+
+
+def test_the_trainer_gives_the_gradient_sum_in_the_metric_asked(pool):
+    from leadsel.train.firstorder import adam_metric
+
+    plain = trainer(pool, per_device_batch_size=4, gradient_accumulation_steps=1)
+    adam = trainer(pool, per_device_batch_size=4, gradient_accumulation_steps=1)
+    adam.gradient_metric = "adam"
+    a, b = plain.train(list(range(8))), adam.train(list(range(8)))
+    w = torch.cat([x.flatten() for x in adam_metric(adam.optimizer, adam.params)]).numpy()
+    np.testing.assert_allclose(b.grad_sum, a.grad_sum * w, rtol=1e-5, atol=1e-9)
+    assert not np.allclose(b.grad_sum, a.grad_sum)
+
+
 def test_clipping_keeps_delta_in_unclipped_gradient_units(pool):
     a = trainer(pool, optimizer="sgd", per_device_batch_size=8, gradient_accumulation_steps=1)
     b = trainer(pool, optimizer="sgd", per_device_batch_size=8, gradient_accumulation_steps=1,

@@ -87,7 +87,8 @@ def run(cfg: RunConfig, resume: bool | None = None) -> dict:
     planned = selector.planned_samples
     total = None if planned is None else steps_for(planned, cfg.train, acc.num_processes)
     trainer = Trainer(s.model, s.pool, cfg.train, acc, s.pad_id, s.precision, total_steps=total,
-                      on_step=_kill_hook(acc.process_index), logit_chunk=cfg.model.logit_chunk)
+                      on_step=_kill_hook(acc.process_index), logit_chunk=cfg.model.logit_chunk,
+                      gradient_metric=getattr(selector, "gradient_metric", "euclidean"))
     scorer.attach(trainer)
     ckpt = Checkpointer(s.run_dir)
     rows: list[dict] = []

@@ -291,6 +291,10 @@ class LeadConfig(Checked):
     """false: the no-IDU ablation (utility = the raw in-loop loss; b = 0, D = 0)."""
     stratify: bool = True
     """Stratify each cluster by task (the sample's source). false: the no-task ablation."""
+    cos_metric: Literal["euclidean", "adam"] = "euclidean"
+    """The metric of cos(phi) between two rounds' gradient sums: euclidean (the paper) | adam (Adam's
+    preconditioner P = 1 / (sqrt(v_hat) + eps), from the optimizer's state at the end of each round:
+    the metric delta is measured in, so that D mixes the two rounds in one metric)."""
     reward: Literal["consumed", "detrended"] = "consumed"
     """The bandit's raw reward for a round: consumed (the paper: mean(IDU_before - L) over the
     round's samples) | detrended (that minus a running baseline of earlier rounds' rewards,

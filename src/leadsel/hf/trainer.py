@@ -75,7 +75,8 @@ class RoundRun:
     def done(self, global_step: int) -> bool:
         return global_step - self.start_step >= self.n_steps
 
-    def result(self, accelerator) -> TrainResult:
+    def result(self, accelerator, optimizer=None) -> TrainResult:
+        """The round as the selector reads it; ``optimizer``: give the gradient sum in its (Adam) metric."""
         losses = np.full(len(self.order), np.nan, dtype=np.float32)
         trained = np.zeros(len(self.order), dtype=bool)
         for part in dist.gather(accelerator, self.seen):
@@ -86,7 +87,7 @@ class RoundRun:
         for st, loss in zip(self.steps, step_losses(losses, self.per_step, len(self.steps))):
             st.loss = loss
         return TrainResult(indices=self.order, losses=losses, steps=self.steps,
-                           grad_sum=self.first.flat() if len(self.order) else None, sample_lrs=self.sample_lrs)
+                           grad_sum=self.first.flat(optimizer) if len(self.order) else None, sample_lrs=self.sample_lrs)
 
 
 class LeadCallback(TrainerCallback):
@@ -126,7 +127,8 @@ class LeadCallback(TrainerCallback):
                 control.should_save, t._lead_snapshot = False, None
                 return
             raise RuntimeError(where)
-        t.lead.observe(run.order, run.result(t.accelerator), time.perf_counter() - run.t0)
+        adam = getattr(t.lead.selector, "gradient_metric", "euclidean") == "adam"
+        t.lead.observe(run.order, run.result(t.accelerator, t.optimizer if adam else None), time.perf_counter() - run.t0)
         # the state a checkpoint of this round holds: taken before the next plan changes it
         t._lead_snapshot = copy.deepcopy(t.lead.state_dict()) if args.save_strategy != "no" else None
         if not t._lead_next(state.global_step):

@@ -60,7 +60,8 @@ class RoundStats:
 
 
 class Selector(Protocol):
-    """What the round loop reads of a selection method."""
+    """What the round loop reads of a selection method (and, where a selector has it,
+    ``gradient_metric``: the metric it wants the round's gradient sum in, euclidean or adam)."""
     name: str
     planned_samples: int | None
 

@@ -40,6 +40,7 @@ class LeadSelector(Selector):
         if "u0" not in view.scores:
             raise ValueError("LEAD needs the initial utility U0 (base-model loss) of every sample")
         self.cfg, self.budget, self.max_rounds = cfg, int(budget), int(rounds)
+        self.gradient_metric = cfg.cos_metric   # the trainer gives the round's gradient sum in it
         self.cluster = np.asarray(clusters, dtype=np.int64)
         self.n_arms = int(self.cluster.max()) + 1
         names, codes = source_codes(view.sources)

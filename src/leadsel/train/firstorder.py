@@ -56,14 +56,39 @@ class FirstOrder:
         self.seconds += time.perf_counter() - t0
         return -g_u / lr
 
-    def flat(self) -> np.ndarray | None:
-        """The gradient sum, flattened in parameter order (float32), or None when not tracking."""
+    def flat(self, optimizer=None) -> np.ndarray | None:
+        """The gradient sum, flattened in parameter order (float32), or None when not tracking. With
+        an Adam-family ``optimizer``, in its metric: each entry times (sqrt(v_hat) + eps)^(-1/2), so
+        that a dot product of two such vectors is g1' P g2 with Adam's preconditioner P (see
+        :func:`adam_metric`)."""
         if not self.track:
             return None
         t0 = time.perf_counter()
-        out = torch.cat([b.flatten() for b in self.grad_sum]).cpu().numpy()
+        bufs = self.grad_sum if optimizer is None else [b * w for b, w in zip(self.grad_sum, adam_metric(optimizer, self.params))]
+        out = torch.cat([b.flatten() for b in bufs]).cpu().numpy()
         self.seconds += time.perf_counter() - t0
         return out
+
+
+def adam_metric(optimizer, params: list[torch.Tensor]) -> list[torch.Tensor]:
+    """Per parameter, (sqrt(v_hat) + eps)^(-1/2) from an Adam-family optimizer's state: v_hat =
+    exp_avg_sq / (1 - beta2^step), Adam's bias-corrected second moment. Its square is the diagonal
+    P = 1 / (sqrt(v_hat) + eps) an Adam step preconditions the gradient with (u = -lr P m_hat),
+    the metric delta = -g·u / lr is measured in. A parameter not stepped yet gets 1 (no metric yet)."""
+    group_of = {id(p): g for g in optimizer.param_groups for p in g["params"]}
+    out = []
+    for p in params:
+        group, state = group_of.get(id(p)), optimizer.state.get(p, {})
+        if group is None or "betas" not in group:
+            raise ValueError("lead.cos_metric: adam needs an Adam-family optimizer (AdamW, Adam): "
+                             f"this one is {type(optimizer).__name__}")
+        if "exp_avg_sq" not in state:
+            out.append(torch.ones_like(p, dtype=torch.float32))
+            continue
+        step = float(state["step"])
+        v_hat = state["exp_avg_sq"].float() / (1.0 - group["betas"][1] ** step)
+        out.append((v_hat.sqrt() + group["eps"]).rsqrt())
+    return out
 
 
 def step_losses(losses: np.ndarray, per_step: int, n_steps: int) -> list[float]:

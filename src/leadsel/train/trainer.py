@@ -84,11 +84,14 @@ def lr_lambda(cfg, total_steps: int | None):
 class Trainer:
     def __init__(self, model: torch.nn.Module, pool: EncodedPool, cfg, accelerator, pad_id: int,
                  precision: str = "fp32", total_steps: int | None = None, optimizer: str = "adamw",
-                 track: bool = True, on_step=None, logit_chunk: int | None = None):
+                 track: bool = True, on_step=None, logit_chunk: int | None = None,
+                 gradient_metric: str = "euclidean"):
         """``track=False`` skips the statistics (delta, grad_sum); ``on_step(global_step)`` is called
-        after every optimizer step; ``logit_chunk``: the loss's (``model.logit_chunk``)."""
+        after every optimizer step; ``logit_chunk``: the loss's (``model.logit_chunk``);
+        ``gradient_metric``: euclidean, or adam (the round's gradient sum in Adam's metric, as the
+        selector asks: :meth:`FirstOrder.flat`)."""
         self.cfg, self.pool, self.acc, self.pad_id, self.precision = cfg, pool, accelerator, pad_id, precision
-        self.track, self.on_step = track, on_step
+        self.track, self.on_step, self.gradient_metric = track, on_step, gradient_metric
         set_checkpointing(model, cfg.gradient_checkpointing)
         params = [p for p in model.parameters() if p.requires_grad]
         if not params:
@@ -168,7 +171,7 @@ class Trainer:
                 losses[pos] = loss
         for st, loss in zip(steps, step_losses(losses, per_step, len(steps))):  # the same on every process
             st.loss = loss
-        flat = first.flat() if len(order) else None
+        flat = first.flat(self.optimizer if self.gradient_metric == "adam" else None) if len(order) else None
         self.stats_seconds += first.seconds
         return TrainResult(indices=order, losses=losses, steps=steps, grad_sum=flat, sample_lrs=sample_lrs)
 
