@@ -105,18 +105,21 @@ def test_the_headline_table_by_hand():
                                              ("random", 0, 0.3, 10, 0.15), ("random", 1, 0.2, 10, 0.15),
                                              ("random@20%", 0, 0.5, 20, 0.15), ("full", 0, 1.0, 100, 0.15)):
         rows.append({"method": m, "seed": seed, "gain_share": share, "distinct_trained": distinct,
-                     "samples_trained": 2 * distinct, "budget_share": distinct / 100, "noise_distinct": noise,
+                     "samples_trained": 2 * distinct, "budget_share": distinct / 100,
+                     "passes_share": 2 * distinct / 100, "noise_distinct": noise,
                      "noise_pool": 0.15, "loss_mean": 1.0})
     table = summarise(rows, ["lead", "random", "random@20%", "full"])
     md = markdown(table, rows, curve_prefix="random")
     # lead: share 0.40 ± 0.0707; vs random (0.25 ± 0.0707): +0.15 ± sqrt(0.005/2 + 0.005/2) = 0.0707;
     # random's curve: (0.1, 0.25) (0.2, 0.5) (1.0, 1.0, full is not on it): 0.4 at 0.1 + 0.1 * 0.15/0.25 = 0.16,
-    # 1.6 x lead's 10%
-    assert ("| lead | 2 | 10 ± 0 | 20 ± 0 | 40.0% ± 7.1% | +15.0% ± 7.1% | 16.0% | 1.60 | – | 15.0% ± 7.1% |"
+    # 1.6 x lead's 10%; lead's 20 sample-passes are 20% of the pool, where random's curve is at 50%
+    assert ("| lead | 2 | 10 ± 0 | 20 ± 0 | 40.0% ± 7.1% | +15.0% ± 7.1% | 16.0% | 1.60 | 50.0% | – | 15.0% ± 7.1% |"
             in md)
-    assert "| random | 2 | 10 ± 0 | 20 ± 0 | 25.0% ± 7.1% | – | 10.0% | 1.00 | – | 15.0% ± 0.0% |" in md
-    # full is above the curve's last point
-    assert "| full | 1 | 100 | 200 | 100.0% | +75.0% ± 5.0% | > 20.0% | > 0.20 | – | 15.0% |" in md
+    assert "| random | 2 | 10 ± 0 | 20 ± 0 | 25.0% ± 7.1% | – | 10.0% | 1.00 | 50.0% | – | 15.0% ± 0.0% |" in md
+    # full is above the curve's last point, and its passes (200% of the pool) beyond its budgets
+    assert "| full | 1 | 100 | 200 | 100.0% | +75.0% ± 5.0% | > 20.0% | > 0.20 | – | – | 15.0% |" in md
+    # random@20%'s 40 passes are past the curve's last budget too
+    assert "| random@20% | 1 | 20 | 40 | 50.0% | +25.0% ± 5.0% | 20.0% | 1.00 | – | – | 15.0% |" in md
     assert "the pool's share: 15%" in md
 
 

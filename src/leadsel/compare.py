@@ -68,6 +68,7 @@ def write_tables(cfg: RunConfig) -> dict:
     for r in rows:
         if r.get("pool") and r.get("distinct_trained") is not None:
             r["budget_share"] = r["distinct_trained"] / r["pool"]
+            r["passes_share"] = (r["samples_trained"] or 0) / r["pool"]
     if cfg.compare.reference:
         gain_shares(rows, cfg.compare.reference)
     table = summarise(rows, cfg.compare.methods)

@@ -162,13 +162,23 @@ def versus(table: list[dict], ref: str = "random", key: str = "loss_mean") -> di
     return out
 
 
-def _where(t: dict, curve: list[tuple[float, float]]) -> tuple[str, str]:
-    """The 'worth <curve> at' and 'ratio' cells of row ``t``."""
+def curve_at(points: list[tuple[float, float]], budget: float) -> float | None:
+    """The curve's share of gain at ``budget`` (linear between points); None outside its budgets."""
+    pts = sorted(points)
+    if not pts[0][0] <= budget <= pts[-1][0]:
+        return None
+    return float(np.interp(budget, [b for b, _ in pts], [v for _, v in pts]))
+
+
+def _where(t: dict, curve: list[tuple[float, float]]) -> tuple[str, str, str]:
+    """The 'worth <curve> at', 'ratio' and '<curve> at equal passes' cells of row ``t``."""
+    same = curve_at(curve, t["passes_share"]) if curve and t.get("passes_share") else None
+    passes = "–" if same is None else f"{same:.1%}"
     if not curve or "gain_share" not in t or not t.get("budget_share"):
-        return "–", "–"
+        return "–", "–", passes
     how, b = on_curve(curve, t["gain_share"])
     rel = {"=": "", "<": "< ", ">": "> "}[how]
-    return f"{rel}{b:.1%}", f"{rel}{b / t['budget_share']:.2f}"
+    return f"{rel}{b:.1%}", f"{rel}{b / t['budget_share']:.2f}", passes
 
 
 def headline(table: list[dict], curve_prefix: str = "") -> list[str]:
@@ -184,15 +194,18 @@ def headline(table: list[dict], curve_prefix: str = "") -> list[str]:
              "sets; 100% = the reference, 0% = the base model; mean ± std over seeds; higher is better). `vs random`: "
              "the difference to random at the same distinct budget ± its standard error."
              + (f" `worth {curve_prefix} at`: the budget at which {curve_prefix}'s curve (its rows at several "
-                f"budgets, linear between them) reaches the row's share; `ratio`: that budget over the row's own."
+                f"budgets, linear between them) reaches the row's share; `ratio`: that budget over the row's own; "
+                f"`{curve_prefix} at equal passes`: the curve's share at the row's sample-passes (repeats "
+                "counted), the baseline of equal training work."
                 if curve else "")
              + " `val`: the same on the validation sets, where settings are chosen."
              + (" `noise`: the share of the distinct samples trained that were planted noise (the pool's share: "
                 f"{next(t['noise_pool'] for t in table if 'noise_pool' in t):.0%})." if noise else ""), "",
              "| method | seeds | distinct trained | sample-passes | share of gain | vs random | "
-             + (f"worth {curve_prefix} at | ratio | " if curve else "") + "val share of gain | "
+             + (f"worth {curve_prefix} at | ratio | {curve_prefix} at equal passes | " if curve else "")
+             + "val share of gain | "
              + ("noise | " if noise else ""),
-             "| --- | --- | --- | --- | --- | --- | " + ("--- | --- | " if curve else "") + "--- | "
+             "| --- | --- | --- | --- | --- | --- | " + ("--- | --- | --- | " if curve else "") + "--- | "
              + ("--- | " if noise else "")]
     for t in table:
         v = f"{vs[t['method']][0]:+.1%} ± {vs[t['method']][1]:.1%}" if t["method"] in vs else "–"
