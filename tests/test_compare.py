@@ -137,3 +137,15 @@ def test_a_variant_runs_its_method_with_its_settings(tmp_path):
     assert (x.method, x.lead.reward, x.budget, x.lead.rate) == ("lead", "detrended", 0.1, 0.2)
     plain = row_config(cfg, "lead", 1)
     assert (plain.method, plain.seed, plain.lead.reward) == ("lead", 1, "consumed")
+
+
+def test_a_bandit_runs_regime_from_its_round_log():
+    from leadsel.report.tables import regime
+
+    rounds = [{"arm": a, "arm_probs": [0.25] * 4, "n_steps": n} for a, n in ((0, 2), (1, 3), (0, 2), (3, 1), (1, 2))]
+    # 5 rounds / 4 arms = 1.25; arms 0 and 1 pulled twice; steps (2 + 3 + 2 + 1 + 2) / 5 = 2
+    assert regime(rounds) == {"rounds": 5, "pulls_per_arm": 1.25, "arms_twice": 2, "n_arms": 4, "steps_per_round": 2.0}
+    assert regime([{"n_steps": 3}]) == {}   # a static run
+    table = summarise([{"method": "lead", "seed": s, "samples_trained": 30, "distinct_trained": 20, **regime(rounds)}
+                       for s in (0, 1)], ["lead"])
+    assert "| lead | 5.0 ± 0.0 | 1.25 ± 0.00 | 2.0 ± 0.0 of 4 | 1.50 | 2.0 ± 0.0 |" in markdown(table, [])

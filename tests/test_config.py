@@ -78,7 +78,7 @@ def test_shipped_configs_load():
 
 def test_the_benchmarks_configs_share_their_settings():
     """sweep-small chooses on the runs bench-small reports (the same settings, so the same runs);
-    bench-large differs from bench-small only in the pool's size, LEAD's rate and the curve's top."""
+    bench-large differs from bench-small only in the pool's size, LEAD's clusters and rate, and the curve's top."""
     import dataclasses
     from pathlib import Path
 
@@ -89,5 +89,5 @@ def test_the_benchmarks_configs_share_their_settings():
                            for n in ("sweep-small", "bench-small", "bench-large"))
     assert config_diff(sweep, small) == []   # compare and output_dir are not compared; the rest is equal
     assert sweep["output_dir"] == small["output_dir"]
-    assert config_diff(small, large) == ["data.bundled.size: 500 -> 1000", "lead.rate: 0.05 -> 0.03"]
+    assert config_diff(small, large) == ["data.bundled.size: 500 -> 1000", "lead.clusters: 5 -> 7", "lead.rate: 0.05 -> 0.03"]
     assert small["evaluate_val"] and small["compare"]["reference"] == "full" and sweep["compare"]["reference"] == "full"

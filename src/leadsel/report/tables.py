@@ -42,10 +42,11 @@ def run_row(run_dir: Path) -> dict:
            "flops": 2.0 * params * fwd_tok + 6.0 * params * bwd_tok}
     for stage, v in man.get("stages", {}).items():
         row[f"seconds_{stage}"] = v.get("seconds")
-    rounds = run_dir / "rounds.jsonl"
-    sel = [json.loads(x).get("select_seconds") for x in rounds.read_text(encoding="utf-8").splitlines() if x.strip()]
+    rounds = [json.loads(x) for x in (run_dir / "rounds.jsonl").read_text(encoding="utf-8").splitlines() if x.strip()]
+    sel = [r.get("select_seconds") for r in rounds]
     if sel and all(v is not None for v in sel):  # selection inside the rounds (part of the train stage)
         row["seconds_select"] = float(sum(sel))
+    row.update(regime(rounds))
     ev = man.get("eval", {})
     for name, v in (ev.get("trained") or {}).items():
         row[f"loss_{name}"] = v["loss_per_sample"]
@@ -56,6 +57,18 @@ def run_row(run_dir: Path) -> dict:
     for name, v in (ev.get("val_base") or {}).items():
         row[f"val_base_loss_{name}"] = v["loss_per_sample"]
     return row
+
+
+def regime(rounds: list[dict]) -> dict:
+    """A bandit run's regime, from its round log: rounds, pulls per arm (rounds / arms), the arms
+    pulled at least twice, and optimizer steps per round ({} for a run without a bandit)."""
+    pulled = [r for r in rounds if r.get("arm") is not None]
+    if not pulled:
+        return {}
+    n_arms = len(pulled[0].get("arm_probs") or pulled[0].get("arm_values") or []) or max(r["arm"] for r in pulled) + 1
+    counts = np.bincount([r["arm"] for r in pulled], minlength=n_arms)
+    return {"rounds": len(pulled), "pulls_per_arm": len(pulled) / n_arms, "arms_twice": int((counts >= 2).sum()),
+            "n_arms": n_arms, "steps_per_round": float(np.mean([r.get("n_steps", 0) for r in pulled]))}
 
 
 def gain_shares(rows: list[dict], reference: str) -> None:
@@ -245,6 +258,18 @@ def markdown(table: list[dict], rows: list[dict], curve_prefix: str = "") -> str
                          + " | ".join(f"{base.get('val_base_loss_' + s, float('nan')):.4f}" for s in vsets) + " |")
         for t in table:
             lines.append(f"| {t['method']} | {_pm(t, 'val_loss_mean')} | " + " | ".join(_pm(t, 'val_loss_' + s) for s in vsets) + " |")
+    bandits = [t for t in table if "rounds" in t]
+    if bandits:
+        lines += ["", "The bandit rows' regime (mean over seeds): rounds, pulls per arm (rounds / arms), arms pulled at "
+                      "least twice, sample-passes per distinct sample, optimizer steps per round.", "",
+                  "| method | rounds | pulls per arm | arms pulled twice | passes per distinct | steps per round |",
+                  "| --- | --- | --- | --- | --- | --- |"]
+        for t in bandits:
+            ratio = (f"{t['samples_trained'] / t['distinct_trained']:.2f}"
+                     if t.get("distinct_trained") and "samples_trained" in t else "–")
+            lines.append(f"| {t['method']} | {_pm(t, 'rounds', '{:.1f}')} | {_pm(t, 'pulls_per_arm', '{:.2f}')} | "
+                         f"{_pm(t, 'arms_twice', '{:.1f}')} of {t['n_arms']:.0f} | {ratio} | "
+                         f"{_pm(t, 'steps_per_round', '{:.1f}')} |")
     shares = sorted({k for t in table for k in t if k.startswith("share_") and not k.endswith("_std")})
     if shares:
         lines += ["", "What each method trained on (mean over seeds): each source's share of the distinct samples, "
