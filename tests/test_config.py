@@ -91,3 +91,7 @@ def test_the_benchmarks_configs_share_their_settings():
     assert sweep["output_dir"] == small["output_dir"]
     assert config_diff(small, large) == ["data.bundled.size: 500 -> 1000", "lead.clusters: 5 -> 7", "lead.rate: 0.05 -> 0.03"]
     assert small["evaluate_val"] and small["compare"]["reference"] == "full" and sweep["compare"]["reference"] == "full"
+    for name, overrides in small["compare"]["variants"].items():   # a row both run is one run: the same settings
+        if name in sweep["compare"]["variants"]:
+            assert overrides == sweep["compare"]["variants"][name]
+    assert "lead-all" in small["compare"]["methods"]
