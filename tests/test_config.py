@@ -95,3 +95,21 @@ def test_the_benchmarks_configs_share_their_settings():
         if name in sweep["compare"]["variants"]:
             assert overrides == sweep["compare"]["variants"][name]
     assert "lead-all" in small["compare"]["methods"]
+
+
+def test_the_preset_is_the_row_the_sweep_chose():
+    """configs/lead-tuned.yaml is sweep-small's settings with its chosen row's overrides (the row
+    with the highest mean val share of gain: lead-all-softmax), and bench-small runs that row."""
+    import dataclasses
+    from pathlib import Path
+
+    from leadsel.rundir import config_diff
+
+    root = Path(__file__).resolve().parents[1] / "configs"
+    sweep = load_config(root / "sweep-small.yaml")
+    chosen = sweep.compare.variants["lead-all-softmax"]
+    as_swept = dataclasses.asdict(load_config(root / "sweep-small.yaml", chosen))
+    preset = dataclasses.asdict(load_config(root / "lead-tuned.yaml"))
+    assert config_diff(as_swept, preset) == []
+    assert preset["lead"]["sampling"] == "softmax" and preset["lead"]["reward"] == "detrended"
+    assert "lead-all-softmax" in load_config(root / "bench-small.yaml").compare.methods
