@@ -1,8 +1,14 @@
 """Config: YAML + overrides, strict keys and types, the commented listing."""
+import dataclasses
+from pathlib import Path
+
 import pytest
 import yaml
 
 from leadsel.config import ConfigError, RunConfig, commented_yaml, field_docs, load_config
+from leadsel.rundir import config_diff
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
 
 def test_defaults_and_overrides(tmp_path):
@@ -45,7 +51,6 @@ def test_unknown_key_in_file(tmp_path):
 
 
 def test_every_field_is_documented_and_the_listing_round_trips():
-    import dataclasses
     import typing
 
     docs = field_docs()
@@ -67,49 +72,34 @@ def test_every_field_is_documented_and_the_listing_round_trips():
 
 
 def test_shipped_configs_load():
-    from pathlib import Path
-
-    root = Path(__file__).resolve().parents[1] / "configs"
-    for p in sorted(root.glob("*.yaml")):
+    for p in sorted(CONFIGS.glob("*.yaml")):
         load_config(p)
-    full = yaml.safe_load((root / "full.yaml").read_text())
+    full = yaml.safe_load((CONFIGS / "full.yaml").read_text())
     assert full == yaml.safe_load(commented_yaml())  # the listing is current
 
 
 def test_the_benchmarks_configs_share_their_settings():
     """sweep-small chooses on the runs bench-small reports (the same settings, so the same runs);
     bench-large differs from bench-small only in the pool's size, LEAD's clusters and rate, and the curve's top."""
-    import dataclasses
-    from pathlib import Path
-
-    from leadsel.rundir import config_diff
-
-    root = Path(__file__).resolve().parents[1] / "configs"
-    sweep, small, large = (dataclasses.asdict(load_config(root / f"{n}.yaml"))
+    sweep, small, large = (dataclasses.asdict(load_config(CONFIGS / f"{n}.yaml"))
                            for n in ("sweep-small", "bench-small", "bench-large"))
     assert config_diff(sweep, small) == []   # compare and output_dir are not compared; the rest is equal
     assert sweep["output_dir"] == small["output_dir"]
     assert config_diff(small, large) == ["data.bundled.size: 500 -> 1000", "lead.clusters: 5 -> 7", "lead.rate: 0.05 -> 0.03"]
     assert small["evaluate_val"] and small["compare"]["reference"] == "full" and sweep["compare"]["reference"] == "full"
-    for name, overrides in small["compare"]["variants"].items():   # a row both run is one run: the same settings
-        if name in sweep["compare"]["variants"]:
-            assert overrides == sweep["compare"]["variants"][name]
+    for bench in (small, large):   # a row two configs run is the same row: the same settings
+        for name, overrides in bench["compare"]["variants"].items():
+            if name in sweep["compare"]["variants"]:
+                assert overrides == sweep["compare"]["variants"][name]
     assert "lead-all" in small["compare"]["methods"]
 
 
 def test_the_preset_is_the_row_the_sweep_chose():
     """configs/lead-tuned.yaml is sweep-small's settings with its chosen row's overrides (the row
     with the highest mean val share of gain: lead-all-softmax), and bench-small runs that row."""
-    import dataclasses
-    from pathlib import Path
-
-    from leadsel.rundir import config_diff
-
-    root = Path(__file__).resolve().parents[1] / "configs"
-    sweep = load_config(root / "sweep-small.yaml")
-    chosen = sweep.compare.variants["lead-all-softmax"]
-    as_swept = dataclasses.asdict(load_config(root / "sweep-small.yaml", chosen))
-    preset = dataclasses.asdict(load_config(root / "lead-tuned.yaml"))
+    chosen = load_config(CONFIGS / "sweep-small.yaml").compare.variants["lead-all-softmax"]
+    as_swept = dataclasses.asdict(load_config(CONFIGS / "sweep-small.yaml", chosen))
+    preset = dataclasses.asdict(load_config(CONFIGS / "lead-tuned.yaml"))
     assert config_diff(as_swept, preset) == []
     assert preset["lead"]["sampling"] == "softmax" and preset["lead"]["reward"] == "detrended"
-    assert "lead-all-softmax" in load_config(root / "bench-small.yaml").compare.methods
+    assert "lead-all-softmax" in load_config(CONFIGS / "bench-small.yaml").compare.methods
