@@ -80,12 +80,14 @@ def test_shipped_configs_load():
 
 def test_the_benchmarks_configs_share_their_settings():
     """sweep-small chooses on the runs bench-small reports (the same settings, so the same runs);
-    bench-large differs from bench-small only in the pool's size, LEAD's clusters and rate, and the curve's top."""
+    bench-large differs from bench-small only in the pool's size and champ's share of it (its 145 short
+    samples cannot fill 7% of 1,000 beside its eval and val splits), LEAD's clusters and rate, and the curve's top."""
     sweep, small, large = (dataclasses.asdict(load_config(CONFIGS / f"{n}.yaml"))
                            for n in ("sweep-small", "bench-small", "bench-large"))
     assert config_diff(sweep, small) == []   # compare and output_dir are not compared; the rest is equal
     assert sweep["output_dir"] == small["output_dir"]
-    assert config_diff(small, large) == ["data.bundled.size: 500 -> 1000", "lead.clusters: 5 -> 7", "lead.rate: 0.05 -> 0.03"]
+    assert config_diff(small, large) == ["data.bundled.mix.champ: 0.07 -> 0.065", "data.bundled.mix.sharegpt: 0.63 -> 0.635",
+                                         "data.bundled.size: 500 -> 1000", "lead.clusters: 5 -> 7", "lead.rate: 0.05 -> 0.03"]
     assert small["evaluate_val"] and small["compare"]["reference"] == "full" and sweep["compare"]["reference"] == "full"
     for bench in (small, large):   # a row two configs run is the same row: the same settings
         for name, overrides in bench["compare"]["variants"].items():

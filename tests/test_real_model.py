@@ -149,3 +149,33 @@ def copy_of(model):
     import copy
 
     return copy.deepcopy(model)
+
+
+def test_every_committed_config_can_draw_its_bundled_pool():
+    """Each config in configs/ that draws the bundled pool asks no source for more samples (eval +
+    val + its share of the pool) than the source has under the config's length limit, counted in
+    the bundled model's tokens: loading a config checks its fields, not this (bench-large once asked
+    champ for 150 of its 145)."""
+    from pathlib import Path
+
+    from leadsel.config import load_config
+    from leadsel.data import bundled
+    from leadsel.model.load import load_tokenizer, resolve_model
+
+    tok = load_tokenizer(resolve_model("bundled:smollm2-135m"))
+    count = (lambda text: len(tok(text, add_special_tokens=False)["input_ids"]))
+    available: dict[tuple, dict[str, int]] = {}
+    checked = []
+    for path in sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml")):
+        cfg = load_config(path)
+        if cfg.data.paths or cfg.model.name != "bundled:smollm2-135m":
+            continue
+        b = cfg.data.bundled
+        key = (b.max_tokens, b.min_response_chars)
+        if key not in available:
+            available[key] = {s: len(c) for s, c in bundled._candidates(b, count, progress=False)[0].items()}
+        for src, n in bundled._pool_counts(b.size, bundled._validate(b)).items():
+            need = b.eval_per_source + b.val_per_source + n
+            assert need <= available[key][src], f"{path.name}: {src} needs {need}, has {available[key][src]}"
+        checked.append(path.name)
+    assert {"bench-small.yaml", "bench-large.yaml", "sweep-small.yaml", "lead-tuned.yaml"} <= set(checked)
