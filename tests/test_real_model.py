@@ -164,7 +164,7 @@ def test_every_committed_config_can_draw_its_bundled_pool():
 
     tok = load_tokenizer(resolve_model("bundled:smollm2-135m"))
     count = (lambda text: len(tok(text, add_special_tokens=False)["input_ids"]))
-    available: dict[tuple, dict[str, int]] = {}
+    available: dict[tuple, dict[str, int]] = {}   # candidates per source, per length limit
     checked = []
     for path in sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml")):
         cfg = load_config(path)
@@ -174,8 +174,9 @@ def test_every_committed_config_can_draw_its_bundled_pool():
         key = (b.max_tokens, b.min_response_chars)
         if key not in available:
             available[key] = {s: len(c) for s, c in bundled._candidates(b, count, progress=False)[0].items()}
-        for src, n in bundled._pool_counts(b.size, bundled._validate(b)).items():
-            need = b.eval_per_source + b.val_per_source + n
-            assert need <= available[key][src], f"{path.name}: {src} needs {need}, has {available[key][src]}"
+        try:   # the check build_bundled_pool makes before it draws
+            bundled.check_candidates(b, bundled._pool_counts(b.size, bundled._validate(b)), available[key])
+        except ValueError as e:
+            pytest.fail(f"{path.name}: {e}")
         checked.append(path.name)
     assert {"bench-small.yaml", "bench-large.yaml", "sweep-small.yaml", "lead-tuned.yaml"} <= set(checked)

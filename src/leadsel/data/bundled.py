@@ -385,6 +385,18 @@ def _candidates(cfg: BundledPoolConfig, count_tokens: Callable[[str], int],
     return cands, stats
 
 
+def check_candidates(cfg: BundledPoolConfig, counts: dict[str, int], available: dict[str, int]) -> None:
+    """Raise ValueError naming the first source (in ``counts``' order) with fewer ``available``
+    candidates than its eval and val splits and its ``counts`` share of the pool need."""
+    for src, n in counts.items():
+        need = cfg.eval_per_source + cfg.val_per_source + n
+        if available[src] < need:
+            raise ValueError(
+                f"source {src!r} has {available[src]} candidates after dedupe and filtering "
+                f"(max_tokens={cfg.max_tokens}) but needs {need} (eval {cfg.eval_per_source} "
+                f"+ val {cfg.val_per_source} + pool {n})")
+
+
 def build_bundled_pool(cfg: BundledPoolConfig, count_tokens: Callable[[str], int],
                        cache_dir: Path, tokenizer_name: str = "",
                        progress: bool = True) -> BundledPool:
@@ -408,14 +420,10 @@ def build_bundled_pool(cfg: BundledPoolConfig, count_tokens: Callable[[str], int
     evals: dict[str, list[dict]] = {}
     vals: dict[str, list[dict]] = {}
     pool_parts: list[dict] = []
+    check_candidates(cfg, counts, {src: len(c) for src, c in cands.items()})
     for src in shares:
         c = cands[src]
         need = cfg.eval_per_source + cfg.val_per_source + counts[src]
-        if len(c) < need:
-            raise ValueError(
-                f"source {src!r} has {len(c)} candidates after dedupe and filtering "
-                f"(max_tokens={cfg.max_tokens}) but needs {need} (eval {cfg.eval_per_source} "
-                f"+ val {cfg.val_per_source} + pool {counts[src]})")
         order = np.random.default_rng([cfg.seed, SOURCE_STREAMS[src]]).permutation(len(c))
         recs = [_record(c[i][0], src, c[i][1], c[i][2]) for i in order[:need]]
         ne, nv = cfg.eval_per_source, cfg.val_per_source
